@@ -1,0 +1,310 @@
+//! `Ingest`: group commit. Accepted requests are collected for at most `max_wait` or
+//! `max_batch` messages, written in one transaction with batched statements, and only then
+//! answered — so a 2xx always means "committed".
+//!
+//! Bounded: the mailbox has a fixed capacity (the front door uses `try_send` and answers
+//! 503 when it is full), and the messages buffered or committing are capped by
+//! `max_pending`. It never answers before COMMIT returns, and never drops a request
+//! without answering it.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use tokio::sync::oneshot;
+
+use crate::domain::ids::IdGenerator;
+use crate::domain::send::NewMessage;
+use crate::metrics as m;
+use crate::store::messages::{Assigned, GroupRequest, RequestResult};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    /// Most messages in one transaction.
+    pub max_batch: usize,
+    /// Longest a message waits for companions before its transaction starts.
+    pub max_wait: Duration,
+    /// Most messages buffered or committing at once; more are refused (503).
+    pub max_pending: usize,
+    /// Transactions in flight at once; while all are busy the next batch grows.
+    pub commit_concurrency: usize,
+    /// Mailbox capacity (requests waiting to be taken into a batch).
+    pub mailbox: usize,
+    pub node_id: u8,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_batch: 1000,
+            max_wait: Duration::from_millis(2),
+            max_pending: 20_000,
+            commit_concurrency: 3,
+            mailbox: 4096,
+            node_id: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum IngestError {
+    #[error("the ingest queue is full")]
+    Overloaded,
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Reply to one [`Submit`].
+pub type SubmitReply = Result<RequestResult, IngestError>;
+
+/// One caller's request: a single send or a whole batch (stored all or nothing).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Submit {
+    pub app_id: i32,
+    pub app_key: Arc<str>,
+    pub messages: Vec<NewMessage>,
+    pub reply: oneshot::Sender<SubmitReply>,
+}
+
+/// Resolves once nothing is buffered or committing (used at shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Drain(pub oneshot::Sender<()>);
+
+struct Waiting {
+    request: GroupRequest,
+    app_key: Arc<str>,
+    reply: oneshot::Sender<SubmitReply>,
+    since: Instant,
+}
+
+struct Replier {
+    app_key: Arc<str>,
+    reply: oneshot::Sender<SubmitReply>,
+    since: Instant,
+}
+
+pub struct Ingest {
+    store: Store,
+    ids: Arc<IdGenerator>,
+    config: IngestConfig,
+    buffer: Vec<Waiting>,
+    buffered_messages: usize,
+    /// Messages buffered or committing.
+    pending: usize,
+    in_flight: usize,
+    timer: Option<SpawnHandle>,
+    drain_waiters: Vec<oneshot::Sender<()>>,
+}
+
+impl Ingest {
+    pub fn new(store: Store, ids: Arc<IdGenerator>, config: IngestConfig) -> Self {
+        Self {
+            store,
+            ids,
+            config,
+            buffer: Vec::new(),
+            buffered_messages: 0,
+            pending: 0,
+            in_flight: 0,
+            timer: None,
+            drain_waiters: Vec::new(),
+        }
+    }
+
+    /// Starts a transaction with what is buffered, if a commit slot is free.
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.buffer.is_empty() || self.in_flight >= self.config.commit_concurrency {
+            return;
+        }
+        if let Some(t) = self.timer.take() {
+            ctx.cancel_future(t);
+        }
+        // Take whole requests up to max_batch messages (a batch request is never split).
+        let mut taken = 0;
+        let mut count = 0;
+        for w in &self.buffer {
+            if count > 0 && taken + w.request.messages.len() > self.config.max_batch {
+                break;
+            }
+            taken += w.request.messages.len();
+            count += 1;
+        }
+        let (requests, group): (Vec<GroupRequest>, Vec<Replier>) = self
+            .buffer
+            .drain(..count)
+            .map(|w| {
+                (
+                    w.request,
+                    Replier {
+                        app_key: w.app_key,
+                        reply: w.reply,
+                        since: w.since,
+                    },
+                )
+            })
+            .unzip();
+        self.buffered_messages -= taken;
+        self.in_flight += 1;
+        metrics::gauge!(m::INGEST_COMMITS_IN_FLIGHT).set(self.in_flight as f64);
+
+        let now = Instant::now();
+        for w in &group {
+            metrics::histogram!(m::INGEST_WAIT_SECONDS)
+                .record(now.duration_since(w.since).as_secs_f64());
+        }
+        let store = self.store.clone();
+        let node_id = i32::from(self.config.node_id);
+        let work = async move {
+            let started = Instant::now();
+            let result = store.commit_group(&requests, node_id).await;
+            (requests, group, result, started.elapsed(), taken)
+        };
+        ctx.spawn(work.into_actor(self).map(
+            |(requests, group, result, elapsed, taken), act, ctx| {
+                act.finish(&requests, group, result, elapsed, taken);
+                act.in_flight -= 1;
+                metrics::gauge!(m::INGEST_COMMITS_IN_FLIGHT).set(act.in_flight as f64);
+                // What piled up while every slot was busy has waited long enough.
+                act.flush(ctx);
+            },
+        ));
+    }
+
+    fn finish(
+        &mut self,
+        requests: &[GroupRequest],
+        group: Vec<Replier>,
+        result: Result<Vec<RequestResult>, StoreError>,
+        elapsed: Duration,
+        taken: usize,
+    ) {
+        self.pending -= taken;
+        metrics::gauge!(m::INGEST_QUEUE_DEPTH).set(self.pending as f64);
+        match result {
+            Ok(results) => {
+                metrics::counter!(m::INGEST_COMMITS_TOTAL, "outcome" => "ok").increment(1);
+                metrics::histogram!(m::INGEST_COMMIT_DURATION_SECONDS)
+                    .record(elapsed.as_secs_f64());
+                metrics::histogram!(m::INGEST_BATCH_SIZE).record(taken as f64);
+                for ((w, r), req) in group.into_iter().zip(results).zip(requests) {
+                    if let RequestResult::Stored(list) = &r {
+                        for a in list {
+                            if a.replay {
+                                metrics::counter!(m::MESSAGES_REPLAYED_TOTAL,
+                                    "app" => w.app_key.to_string())
+                                .increment(1);
+                            }
+                        }
+                        for (a, msg) in list.iter().zip(&req.messages) {
+                            if !a.replay {
+                                metrics::counter!(m::MESSAGES_ACCEPTED_TOTAL,
+                                    "app" => w.app_key.to_string(),
+                                    "priority" => msg.message.priority.as_str())
+                                .increment(1);
+                            }
+                        }
+                    }
+                    // The caller may have gone away; the message is stored either way.
+                    let _ = w.reply.send(Ok(r));
+                }
+            }
+            Err(e) => {
+                metrics::counter!(m::INGEST_COMMITS_TOTAL, "outcome" => "error").increment(1);
+                tracing::error!(error = %e, messages = taken, "group commit failed");
+                let reason = e.to_string();
+                for w in group {
+                    let _ = w.reply.send(Err(IngestError::Unavailable(reason.clone())));
+                }
+            }
+        }
+        if self.pending == 0 {
+            for w in self.drain_waiters.drain(..) {
+                let _ = w.send(());
+            }
+        }
+    }
+}
+
+impl Actor for Ingest {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.config.mailbox);
+    }
+}
+
+impl Supervised for Ingest {
+    fn restarting(&mut self, _ctx: &mut Self::Context) {
+        // Whatever was buffered belongs to callers that must hear something.
+        for w in self.buffer.drain(..) {
+            let _ = w
+                .reply
+                .send(Err(IngestError::Unavailable("ingest restarted".into())));
+        }
+        self.buffered_messages = 0;
+        self.pending = 0;
+        self.in_flight = 0;
+        self.timer = None;
+    }
+}
+
+impl Handler<Submit> for Ingest {
+    type Result = ();
+
+    fn handle(&mut self, msg: Submit, ctx: &mut Self::Context) {
+        let n = msg.messages.len();
+        if n == 0 {
+            let _ = msg.reply.send(Ok(RequestResult::Stored(Vec::new())));
+            return;
+        }
+        if self.pending + n > self.config.max_pending {
+            let _ = msg.reply.send(Err(IngestError::Overloaded));
+            return;
+        }
+        let messages = msg
+            .messages
+            .into_iter()
+            .map(|message| Assigned {
+                id: self.ids.next_id(),
+                message,
+            })
+            .collect();
+        self.buffer.push(Waiting {
+            request: GroupRequest {
+                app_id: msg.app_id,
+                messages,
+            },
+            app_key: msg.app_key,
+            reply: msg.reply,
+            since: Instant::now(),
+        });
+        self.pending += n;
+        self.buffered_messages += n;
+        metrics::gauge!(m::INGEST_QUEUE_DEPTH).set(self.pending as f64);
+        if self.buffered_messages >= self.config.max_batch {
+            self.flush(ctx);
+        } else if self.timer.is_none() {
+            let wait = self.config.max_wait;
+            self.timer = Some(ctx.run_later(wait, |act, ctx| {
+                act.timer = None;
+                act.flush(ctx);
+            }));
+        }
+    }
+}
+
+impl Handler<Drain> for Ingest {
+    type Result = ();
+
+    fn handle(&mut self, msg: Drain, ctx: &mut Self::Context) {
+        if self.pending == 0 {
+            let _ = msg.0.send(());
+        } else {
+            self.drain_waiters.push(msg.0);
+            self.flush(ctx);
+        }
+    }
+}

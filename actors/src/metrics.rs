@@ -1,0 +1,95 @@
+//! Metric names, in one place. Prometheus conventions: `umsd_` prefix, base units
+//! (`_seconds`), `_total` for counters, low-cardinality labels only (route, status, app,
+//! priority, reason, outcome — never a user or message id).
+
+/// Counter: HTTP requests by `route` (the route pattern), `method` and `status`.
+pub const HTTP_REQUESTS_TOTAL: &str = "umsd_http_requests_total";
+/// Histogram: HTTP request latency by `route`.
+pub const HTTP_REQUEST_DURATION_SECONDS: &str = "umsd_http_request_duration_seconds";
+/// Counter: messages durably accepted, by `app` and `priority`.
+pub const MESSAGES_ACCEPTED_TOTAL: &str = "umsd_messages_accepted_total";
+/// Counter: sends answered from a stored idempotency key (replays), by `app`.
+pub const MESSAGES_REPLAYED_TOTAL: &str = "umsd_messages_replayed_total";
+/// Counter: sends refused, by `reason` (validation, unauthorized, conflict, queue_full,
+/// database_unavailable, payload_too_large, invalid_json).
+pub const REJECTIONS_TOTAL: &str = "umsd_rejections_total";
+/// Histogram: messages written per group-commit transaction.
+pub const INGEST_BATCH_SIZE: &str = "umsd_ingest_batch_size";
+/// Histogram: duration of one group-commit transaction, BEGIN to COMMIT.
+pub const INGEST_COMMIT_DURATION_SECONDS: &str = "umsd_ingest_commit_duration_seconds";
+/// Histogram: time a message waited in the ingest before its transaction started.
+pub const INGEST_WAIT_SECONDS: &str = "umsd_ingest_wait_seconds";
+/// Counter: group-commit transactions by `outcome` (ok, error).
+pub const INGEST_COMMITS_TOTAL: &str = "umsd_ingest_commits_total";
+/// Gauge: messages accepted by the front door and not yet answered (buffered + committing).
+pub const INGEST_QUEUE_DEPTH: &str = "umsd_ingest_queue_depth";
+/// Gauge: group-commit transactions in flight.
+pub const INGEST_COMMITS_IN_FLIGHT: &str = "umsd_ingest_commits_in_flight";
+/// Gauge: database pool connections by `state` (idle, in_use) and waiting tasks.
+pub const DB_POOL_CONNECTIONS: &str = "umsd_db_pool_connections";
+/// Gauge: 1 when the node is ready (`/readyz` answers 200).
+pub const READY: &str = "umsd_ready";
+
+/// Bucket bounds for latency histograms, in seconds (100 µs … 10 s).
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// Bucket bounds for batch sizes.
+pub const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
+];
+
+/// Histograms and their buckets, for the exporter.
+pub const HISTOGRAMS: &[(&str, &[f64])] = &[
+    (HTTP_REQUEST_DURATION_SECONDS, LATENCY_BUCKETS),
+    (INGEST_BATCH_SIZE, BATCH_BUCKETS),
+    (INGEST_COMMIT_DURATION_SECONDS, LATENCY_BUCKETS),
+    (INGEST_WAIT_SECONDS, LATENCY_BUCKETS),
+];
+
+/// Registers help texts with the installed recorder.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        HTTP_REQUESTS_TOTAL,
+        "HTTP requests by route, method and status"
+    );
+    describe_histogram!(
+        HTTP_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "HTTP request latency by route"
+    );
+    describe_counter!(
+        MESSAGES_ACCEPTED_TOTAL,
+        "Messages durably accepted, by app and priority"
+    );
+    describe_counter!(
+        MESSAGES_REPLAYED_TOTAL,
+        "Sends answered from a stored idempotency key, by app"
+    );
+    describe_counter!(REJECTIONS_TOTAL, "Sends refused, by reason");
+    describe_histogram!(INGEST_BATCH_SIZE, "Messages per group-commit transaction");
+    describe_histogram!(
+        INGEST_COMMIT_DURATION_SECONDS,
+        Unit::Seconds,
+        "Duration of one group-commit transaction"
+    );
+    describe_histogram!(
+        INGEST_WAIT_SECONDS,
+        Unit::Seconds,
+        "Time a message waited in the ingest before its transaction started"
+    );
+    describe_counter!(INGEST_COMMITS_TOTAL, "Group-commit transactions by outcome");
+    describe_gauge!(
+        INGEST_QUEUE_DEPTH,
+        "Messages handed to the ingest and not yet answered"
+    );
+    describe_gauge!(
+        INGEST_COMMITS_IN_FLIGHT,
+        "Group-commit transactions in flight"
+    );
+    describe_gauge!(DB_POOL_CONNECTIONS, "Database pool connections by state");
+    describe_gauge!(READY, "1 when the node is ready");
+}

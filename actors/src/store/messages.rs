@@ -1,0 +1,523 @@
+//! Messages: the group commit that makes accepted sends durable, and reading them back.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+
+use super::{Store, StoreError};
+use crate::domain::ids::{id_time, parse_message_id};
+use crate::domain::send::NewMessage;
+use crate::domain::{DeliveryState, MessageStatus, Priority};
+
+/// A validated message with the id the ingest gave it.
+#[derive(Debug, Clone)]
+pub struct Assigned {
+    pub id: i64,
+    pub message: NewMessage,
+}
+
+/// One caller's request inside a group commit: a single send or a whole batch, which is
+/// stored all or nothing.
+#[derive(Debug)]
+pub struct GroupRequest {
+    pub app_id: i32,
+    pub messages: Vec<Assigned>,
+}
+
+/// How one message of a stored request was answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub id: i64,
+    pub message_id: Option<String>,
+    pub status: MessageStatus,
+    /// True when the message was already stored under the same key with the same body.
+    pub replay: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestResult {
+    Stored(Vec<Accepted>),
+    /// The message at this index reuses a `message_id` with a different body.
+    Conflict(usize),
+}
+
+#[derive(Debug, Clone)]
+struct KnownKey {
+    id: i64,
+    hash: Vec<u8>,
+    status: MessageStatus,
+}
+
+#[derive(Debug, Clone)]
+enum Decision {
+    New,
+    Replay(i64, MessageStatus),
+    Conflict,
+}
+
+const INSERT_KEYS: &str = "INSERT INTO message_keys (app_id, message_id, id, body_hash, status, created_at)
+     SELECT * FROM UNNEST($1::int4[], $2::text[], $3::int8[], $4::bytea[], $5::int2[], $6::timestamptz[])
+     ON CONFLICT DO NOTHING RETURNING id";
+
+const INSERT_MESSAGES: &str = "INSERT INTO messages (id, app_id, message_id, priority, status, send_at, expires_at,
+                           channels, request, created_at)
+     SELECT id, app_id, message_id, priority, status, send_at, expires_at,
+            string_to_array(channels, ','), request::jsonb, created_at
+     FROM UNNEST($1::int8[], $2::int4[], $3::text[], $4::int2[], $5::int2[], $6::timestamptz[],
+                 $7::timestamptz[], $8::text[], $9::text[], $10::timestamptz[])
+       AS t(id, app_id, message_id, priority, status, send_at, expires_at, channels, request, created_at)";
+
+const INSERT_QUEUE: &str = "INSERT INTO message_queue (id, priority, not_before, node_id)
+     SELECT * FROM UNNEST($1::int8[], $2::int2[], $3::timestamptz[], $4::int4[])";
+
+const SELECT_KEYS: &str =
+    "SELECT k.app_id, k.message_id, k.id, k.body_hash, k.status FROM message_keys k
+     JOIN UNNEST($1::int4[], $2::text[]) AS q(app_id, message_id)
+       ON k.app_id = q.app_id AND k.message_id = q.message_id";
+
+/// How often a group is retried when concurrent commits race on the same keys.
+const MAX_ATTEMPTS: usize = 4;
+
+impl Store {
+    /// Stores a group of requests in one transaction: idempotency keys, messages and their
+    /// work-queue rows, each table written with one batched statement. A request whose
+    /// message reuses a key with a different body is answered `Conflict` and nothing of it
+    /// is stored; a replay (same key, same body) is answered with the first answer.
+    pub async fn commit_group(
+        &self,
+        requests: &[GroupRequest],
+        node_id: i32,
+    ) -> Result<Vec<RequestResult>, StoreError> {
+        let mut known: HashMap<(i32, String), KnownKey> = HashMap::new();
+        let mut client = self.client().await?;
+        for _ in 0..MAX_ATTEMPTS {
+            let (decisions, failed) = plan(requests, &known);
+
+            // Rows to write: the New messages of requests that did not fail.
+            let mut keys = KeyColumns::default();
+            let mut rows = MessageColumns::default();
+            for (ri, req) in requests.iter().enumerate() {
+                if failed[ri].is_some() {
+                    continue;
+                }
+                for (mi, a) in req.messages.iter().enumerate() {
+                    if !matches!(decisions[ri][mi], Decision::New) {
+                        continue;
+                    }
+                    let created_at = id_time(a.id);
+                    if let Some(key) = &a.message.message_id {
+                        keys.push(req.app_id, key, a, created_at);
+                    }
+                    rows.push(req.app_id, a, created_at, node_id);
+                }
+            }
+
+            let tx = client.transaction().await?;
+            if !keys.app_id.is_empty() {
+                let stmt = tx.prepare_cached(INSERT_KEYS).await?;
+                let inserted = tx
+                    .query(
+                        &stmt,
+                        &[
+                            &keys.app_id,
+                            &keys.message_id,
+                            &keys.id,
+                            &keys.hash,
+                            &keys.status,
+                            &keys.created_at,
+                        ],
+                    )
+                    .await?;
+                if inserted.len() < keys.app_id.len() {
+                    // Someone committed one of these keys since we looked: learn what is
+                    // stored and decide again.
+                    tx.rollback().await?;
+                    let stmt = client.prepare_cached(SELECT_KEYS).await?;
+                    for row in client
+                        .query(&stmt, &[&keys.app_id, &keys.message_id])
+                        .await?
+                    {
+                        let status: i16 = row.get(4);
+                        known.insert(
+                            (row.get(0), row.get(1)),
+                            KnownKey {
+                                id: row.get(2),
+                                hash: row.get(3),
+                                status: MessageStatus::from_i16(status)
+                                    .unwrap_or(MessageStatus::Accepted),
+                            },
+                        );
+                    }
+                    continue;
+                }
+            }
+            if !rows.id.is_empty() {
+                let stmt = tx.prepare_cached(INSERT_MESSAGES).await?;
+                tx.execute(
+                    &stmt,
+                    &[
+                        &rows.id,
+                        &rows.app_id,
+                        &rows.message_id,
+                        &rows.priority,
+                        &rows.status,
+                        &rows.send_at,
+                        &rows.expires_at,
+                        &rows.channels,
+                        &rows.request,
+                        &rows.created_at,
+                    ],
+                )
+                .await?;
+                let stmt = tx.prepare_cached(INSERT_QUEUE).await?;
+                tx.execute(
+                    &stmt,
+                    &[&rows.id, &rows.priority, &rows.not_before, &rows.node_id],
+                )
+                .await?;
+            }
+            if let Err(e) = tx.commit().await {
+                // If the connection broke during COMMIT its fate is unknown: ask the
+                // database on another connection before answering either way.
+                let Some(&probe) = rows.id.first() else {
+                    return Err(e.into());
+                };
+                drop(client);
+                if !matches!(self.message_exists(probe).await, Ok(true)) {
+                    return Err(e.into());
+                }
+                tracing::warn!(error = %e, "COMMIT reported an error but the rows are stored");
+            }
+
+            return Ok(requests
+                .iter()
+                .enumerate()
+                .map(|(ri, req)| match failed[ri] {
+                    Some(mi) => RequestResult::Conflict(mi),
+                    None => RequestResult::Stored(
+                        req.messages
+                            .iter()
+                            .zip(&decisions[ri])
+                            .map(|(a, d)| match d {
+                                Decision::Replay(id, status) => Accepted {
+                                    id: *id,
+                                    message_id: a.message.message_id.clone(),
+                                    status: *status,
+                                    replay: true,
+                                },
+                                _ => Accepted {
+                                    id: a.id,
+                                    message_id: a.message.message_id.clone(),
+                                    status: a.message.status,
+                                    replay: false,
+                                },
+                            })
+                            .collect(),
+                    ),
+                })
+                .collect());
+        }
+        Err(StoreError::Data(
+            "idempotency keys kept changing under concurrent commits".into(),
+        ))
+    }
+
+    /// True when a message with this id is stored.
+    pub async fn message_exists(&self, id: i64) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                "SELECT 1 FROM messages WHERE id = $1 AND created_at = $2",
+                &[&id, &id_time(id)],
+            )
+            .await?;
+        Ok(row.is_some())
+    }
+
+    /// Looks a message up by umsd's id or by the caller's `message_id`, within one app.
+    pub async fn find_message(
+        &self,
+        app_id: i32,
+        ident: &str,
+    ) -> Result<Option<MessageRecord>, StoreError> {
+        let client = self.client().await?;
+        if let Some(id) = parse_message_id(ident) {
+            if let Some(found) = read_message(&client, app_id, id).await? {
+                return Ok(Some(found));
+            }
+        }
+        let row = client
+            .query_opt(
+                "SELECT id FROM message_keys WHERE app_id = $1 AND message_id = $2",
+                &[&app_id, &ident],
+            )
+            .await?;
+        match row {
+            Some(row) => read_message(&client, app_id, row.get(0)).await,
+            None => Ok(None),
+        }
+    }
+}
+
+/// Decides every message of the group: new, replay of a stored or earlier message, or
+/// conflict; a request with any conflict fails as a whole. Returns the decisions and, per
+/// request, the index of its first conflicting message.
+fn plan(
+    requests: &[GroupRequest],
+    known: &HashMap<(i32, String), KnownKey>,
+) -> (Vec<Vec<Decision>>, Vec<Option<usize>>) {
+    let mut failed: Vec<Option<usize>> = vec![None; requests.len()];
+    loop {
+        // key → (id, hash, status) of the first new message using it in this group
+        let mut leaders: HashMap<(i32, &str), (i64, &[u8; 32], MessageStatus)> = HashMap::new();
+        let mut decisions = Vec::with_capacity(requests.len());
+        let mut newly_failed = false;
+        for (ri, req) in requests.iter().enumerate() {
+            let mut ds = Vec::with_capacity(req.messages.len());
+            for a in &req.messages {
+                let d = match &a.message.message_id {
+                    None => Decision::New,
+                    Some(key) => {
+                        if let Some(k) = known.get(&(req.app_id, key.clone())) {
+                            if k.hash.as_slice() == a.message.body_hash.as_slice() {
+                                Decision::Replay(k.id, k.status)
+                            } else {
+                                Decision::Conflict
+                            }
+                        } else if let Some((id, hash, status)) =
+                            leaders.get(&(req.app_id, key.as_str()))
+                        {
+                            if **hash == a.message.body_hash {
+                                Decision::Replay(*id, *status)
+                            } else {
+                                Decision::Conflict
+                            }
+                        } else {
+                            Decision::New
+                        }
+                    }
+                };
+                ds.push(d);
+            }
+            if failed[ri].is_none() {
+                if let Some(mi) = ds.iter().position(|d| matches!(d, Decision::Conflict)) {
+                    failed[ri] = Some(mi);
+                    newly_failed = true;
+                }
+            }
+            if failed[ri].is_none() {
+                for (a, d) in req.messages.iter().zip(&ds) {
+                    if let (Decision::New, Some(key)) = (d, &a.message.message_id) {
+                        leaders.insert(
+                            (req.app_id, key.as_str()),
+                            (a.id, &a.message.body_hash, a.message.status),
+                        );
+                    }
+                }
+            }
+            decisions.push(ds);
+        }
+        // A failed request may have led a key that a later request followed: decide again
+        // without it. Ends because `failed` only grows.
+        if !newly_failed {
+            return (decisions, failed);
+        }
+    }
+}
+
+#[derive(Default)]
+struct KeyColumns {
+    app_id: Vec<i32>,
+    message_id: Vec<String>,
+    id: Vec<i64>,
+    hash: Vec<Vec<u8>>,
+    status: Vec<i16>,
+    created_at: Vec<DateTime<Utc>>,
+}
+
+impl KeyColumns {
+    fn push(&mut self, app_id: i32, key: &str, a: &Assigned, created_at: DateTime<Utc>) {
+        self.app_id.push(app_id);
+        self.message_id.push(key.to_owned());
+        self.id.push(a.id);
+        self.hash.push(a.message.body_hash.to_vec());
+        self.status.push(a.message.status.as_i16());
+        self.created_at.push(created_at);
+    }
+}
+
+#[derive(Default)]
+struct MessageColumns {
+    id: Vec<i64>,
+    app_id: Vec<i32>,
+    message_id: Vec<Option<String>>,
+    priority: Vec<i16>,
+    status: Vec<i16>,
+    send_at: Vec<Option<DateTime<Utc>>>,
+    expires_at: Vec<Option<DateTime<Utc>>>,
+    channels: Vec<String>,
+    request: Vec<String>,
+    created_at: Vec<DateTime<Utc>>,
+    not_before: Vec<DateTime<Utc>>,
+    node_id: Vec<i32>,
+}
+
+impl MessageColumns {
+    fn push(&mut self, app_id: i32, a: &Assigned, created_at: DateTime<Utc>, node_id: i32) {
+        let m = &a.message;
+        self.id.push(a.id);
+        self.app_id.push(app_id);
+        self.message_id.push(m.message_id.clone());
+        self.priority.push(m.priority.as_i16());
+        self.status.push(m.status.as_i16());
+        self.send_at.push(m.send_at);
+        self.expires_at.push(m.expires_at);
+        self.channels.push(m.channels.join(","));
+        self.request.push(m.request_json.clone());
+        self.created_at.push(created_at);
+        self.not_before
+            .push(m.send_at.map_or(created_at, |t| t.max(created_at)));
+        self.node_id.push(node_id);
+    }
+}
+
+/// A stored message with its funnel.
+#[derive(Debug, Clone)]
+pub struct MessageRecord {
+    pub id: i64,
+    pub message_id: Option<String>,
+    pub status: MessageStatus,
+    pub priority: Priority,
+    pub channels: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub funnel_users: FunnelCounts,
+    pub funnel_channels: BTreeMap<String, FunnelCounts>,
+    pub losses: Vec<Loss>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FunnelCounts {
+    pub planned: i64,
+    pub effective: i64,
+    pub sent: i64,
+    pub delivered: i64,
+    pub clicked: i64,
+    pub failed: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Loss {
+    pub stage: String,
+    pub channel: String,
+    pub reason: String,
+    pub count: i64,
+}
+
+async fn read_message(
+    client: &tokio_postgres::Client,
+    app_id: i32,
+    id: i64,
+) -> Result<Option<MessageRecord>, StoreError> {
+    let created_at = id_time(id);
+    // created_at is derived from the id, so the lookup touches one partition.
+    let Some(row) = client
+        .query_opt(
+            "SELECT message_id, status, priority, channels FROM messages
+             WHERE id = $1 AND app_id = $2 AND created_at = $3",
+            &[&id, &app_id, &created_at],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let status: i16 = row.get(1);
+    let priority: i16 = row.get(2);
+    let channels: Vec<String> = row.get(3);
+
+    // Funnel from the deliveries: one row per (user or address, channel).
+    let counts = client
+        .query(
+            "SELECT channel_code, state, reason, count(*) FROM deliveries
+             WHERE message_pk = $1 AND created_at >= $2
+             GROUP BY channel_code, state, reason",
+            &[&id, &created_at],
+        )
+        .await?;
+    let mut funnel_channels: BTreeMap<String, FunnelCounts> = channels
+        .iter()
+        .map(|c| (c.clone(), FunnelCounts::default()))
+        .collect();
+    let mut losses = Vec::new();
+    for row in counts {
+        let code: String = row.get(0);
+        let state = DeliveryState::from_i16(row.get(1));
+        let reason: Option<String> = row.get(2);
+        let n: i64 = row.get(3);
+        let f = funnel_channels.entry(code.clone()).or_default();
+        f.planned += n;
+        if let Some(s) = state {
+            if s.is_effective() {
+                f.effective += n;
+            } else if let Some(reason) = reason {
+                losses.push(Loss {
+                    stage: "planned_to_effective".into(),
+                    channel: code.clone(),
+                    reason,
+                    count: n,
+                });
+            }
+            if s.is_sent() {
+                f.sent += n;
+            }
+            if s.is_delivered() {
+                f.delivered += n;
+            }
+            if s == DeliveryState::Clicked {
+                f.clicked += n;
+            }
+            if s.is_failed() {
+                f.failed += n;
+            }
+        }
+    }
+    let users = client
+        .query_one(
+            "SELECT count(DISTINCT coalesce(user_id, address)),
+                    count(DISTINCT coalesce(user_id, address)) FILTER (WHERE state = ANY($3)),
+                    count(DISTINCT coalesce(user_id, address)) FILTER (WHERE state = ANY($4)),
+                    count(DISTINCT coalesce(user_id, address)) FILTER (WHERE state = ANY($5)),
+                    count(DISTINCT coalesce(user_id, address)) FILTER (WHERE state = ANY($6)),
+                    count(DISTINCT coalesce(user_id, address)) FILTER (WHERE state = ANY($7))
+             FROM deliveries WHERE message_pk = $1 AND created_at >= $2",
+            &[
+                &id,
+                &created_at,
+                &DeliveryState::codes(DeliveryState::is_effective),
+                &DeliveryState::codes(DeliveryState::is_sent),
+                &DeliveryState::codes(DeliveryState::is_delivered),
+                &DeliveryState::codes(|s| s == DeliveryState::Clicked),
+                &DeliveryState::codes(DeliveryState::is_failed),
+            ],
+        )
+        .await?;
+    Ok(Some(MessageRecord {
+        id,
+        message_id: row.get(0),
+        status: MessageStatus::from_i16(status)
+            .ok_or_else(|| StoreError::Data(format!("message {id} has status {status}")))?,
+        priority: Priority::from_i16(priority)
+            .ok_or_else(|| StoreError::Data(format!("message {id} has priority {priority}")))?,
+        channels,
+        created_at,
+        funnel_users: FunnelCounts {
+            planned: users.get(0),
+            effective: users.get(1),
+            sent: users.get(2),
+            delivered: users.get(3),
+            clicked: users.get(4),
+            failed: users.get(5),
+        },
+        funnel_channels,
+        losses,
+    }))
+}

@@ -1,0 +1,322 @@
+//! `/v1/messages`: send one, send a batch (all or nothing), read one back; and the
+//! benchmark-only null route that validates like a send and stores nothing.
+//!
+//! The handlers are thin: authenticate, parse, validate, hand to the ingest with
+//! `try_send` (a full mailbox is a 503, never an unbounded queue), await the commit, answer.
+
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+use umsd_actors::directory::AppChannels;
+use umsd_actors::domain::ids::format_message_id;
+use umsd_actors::domain::send::{serde_field_error, FieldError, NewMessage, SendRequest};
+use umsd_actors::ingest::{IngestError, Submit};
+use umsd_actors::store::messages::{Accepted, MessageRecord, RequestResult};
+
+use super::auth::{self, AuthedApp};
+use super::error::ApiError;
+use super::AppState;
+
+/// Request bodies above this are refused with 413 (`API.md`).
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+pub const MAX_BATCH: usize = 100;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/messages", web::post().to(send))
+        .route("/v1/messages/batch", web::post().to(send_batch))
+        .route("/v1/messages/{id}", web::get().to(get_message));
+}
+
+pub fn bench_routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/bench/messages", web::post().to(bench_send));
+}
+
+/// Reads the body up to [`MAX_BODY_BYTES`]; more is a 413 without reading the rest.
+pub async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+) -> Result<web::Bytes, ApiError> {
+    let declared = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES) {
+        return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(1024).min(MAX_BODY_BYTES));
+    while let Some(chunk) = payload.next().await {
+        let chunk =
+            chunk.map_err(|e| ApiError::InvalidJson(format!("cannot read the body: {e}")))?;
+        if body.len() + chunk.len() > MAX_BODY_BYTES {
+            return Err(ApiError::PayloadTooLarge(MAX_BODY_BYTES));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}
+
+/// JSON → `T`: syntax errors are 400 `invalid_json`; wrong types, unknown or missing fields
+/// are 422 naming the field.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                ApiError::Field(serde_field_error("", &path, &inner.to_string()))
+            }
+            _ => ApiError::InvalidJson(format!("the body is not valid JSON: {inner}")),
+        }
+    })?;
+    de.end()
+        .map_err(|e| ApiError::InvalidJson(format!("the body is not valid JSON: {e}")))?;
+    Ok(value)
+}
+
+fn validate(app: &AuthedApp, request: SendRequest) -> Result<NewMessage, FieldError> {
+    let entry = app
+        .entry()
+        .map_err(|_| FieldError::new("unauthorized", "", "the app disappeared while validating"))?;
+    let lookup = AppChannels {
+        snapshot: &app.snapshot,
+        app: entry,
+    };
+    request.validate(&lookup, Utc::now())
+}
+
+async fn check_references(
+    state: &AppState,
+    app_id: i32,
+    messages: &[NewMessage],
+    prefix: impl Fn(usize) -> Option<String>,
+) -> Result<(), ApiError> {
+    for (i, m) in messages.iter().enumerate() {
+        if let Some(missing) = state
+            .store
+            .first_missing_reference(app_id, &m.refs)
+            .await
+            .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        {
+            let err = missing.missing();
+            return Err(match prefix(i) {
+                Some(p) => err.prefixed(&p),
+                None => err,
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
+async fn submit(
+    state: &AppState,
+    app: &AuthedApp,
+    messages: Vec<NewMessage>,
+) -> Result<RequestResult, ApiError> {
+    let entry = app.entry()?;
+    let (tx, rx) = oneshot::channel();
+    state
+        .ingest
+        .try_send(Submit {
+            app_id: entry.id,
+            app_key: Arc::from(entry.key.as_str()),
+            messages,
+            reply: tx,
+        })
+        .map_err(|e| match e {
+            actix::prelude::SendError::Full(_) => ApiError::QueueFull,
+            actix::prelude::SendError::Closed(_) => {
+                ApiError::Unavailable("the ingest is not running".into())
+            }
+        })?;
+    match rx.await {
+        Ok(Ok(result)) => Ok(result),
+        Ok(Err(IngestError::Overloaded)) => Err(ApiError::QueueFull),
+        Ok(Err(IngestError::Unavailable(e))) => Err(ApiError::Unavailable(e)),
+        Err(_) => Err(ApiError::Unavailable(
+            "the ingest stopped before answering".into(),
+        )),
+    }
+}
+
+fn accepted_json(a: &Accepted) -> Value {
+    json!({
+        "id": format_message_id(a.id),
+        "message_id": a.message_id,
+        "status": a.status.as_str(),
+    })
+}
+
+async fn send(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let app = auth::app(&req, &state)?;
+    let body = read_body(&req, payload).await?;
+    let request: SendRequest = parse_json(&body)?;
+    let message = validate(&app, request)?;
+    let app_id = app.entry()?.id;
+    check_references(&state, app_id, std::slice::from_ref(&message), |_| None).await?;
+    let key = message.message_id.clone();
+    match submit(&state, &app, vec![message]).await? {
+        RequestResult::Conflict(_) => Err(ApiError::Conflict {
+            key: key.unwrap_or_default(),
+            field: "message_id".into(),
+        }),
+        RequestResult::Stored(list) => {
+            let a = list
+                .first()
+                .ok_or_else(|| ApiError::Internal("the ingest answered nothing".into()))?;
+            let status = if a.replay {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            };
+            Ok(HttpResponse::build(status).json(accepted_json(a)))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    messages: Vec<SendRequest>,
+}
+
+async fn send_batch(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let app = auth::app(&req, &state)?;
+    let body = read_body(&req, payload).await?;
+    let batch: BatchRequest = parse_json(&body)?;
+    if batch.messages.is_empty() || batch.messages.len() > MAX_BATCH {
+        return Err(FieldError::new(
+            "invalid_value",
+            "messages",
+            format!("a batch holds 1-{MAX_BATCH} messages"),
+        )
+        .into());
+    }
+    let mut messages = Vec::with_capacity(batch.messages.len());
+    for (i, m) in batch.messages.into_iter().enumerate() {
+        messages.push(validate(&app, m).map_err(|e| e.prefixed(&format!("messages[{i}]")))?);
+    }
+    // The same key twice in one batch with different bodies can never be stored whole.
+    for (i, m) in messages.iter().enumerate() {
+        if let Some(key) = &m.message_id {
+            if let Some(j) = messages[..i]
+                .iter()
+                .position(|o| o.message_id.as_ref() == Some(key))
+            {
+                if messages[j].body_hash != m.body_hash {
+                    return Err(ApiError::Conflict {
+                        key: key.clone(),
+                        field: format!("messages[{i}].message_id"),
+                    });
+                }
+            }
+        }
+    }
+    let app_id = app.entry()?.id;
+    check_references(&state, app_id, &messages, |i| {
+        Some(format!("messages[{i}]"))
+    })
+    .await?;
+    let keys: Vec<Option<String>> = messages.iter().map(|m| m.message_id.clone()).collect();
+    match submit(&state, &app, messages).await? {
+        RequestResult::Conflict(i) => Err(ApiError::Conflict {
+            key: keys.get(i).cloned().flatten().unwrap_or_default(),
+            field: format!("messages[{i}].message_id"),
+        }),
+        RequestResult::Stored(list) => {
+            let status = if list.iter().all(|a| a.replay) {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            };
+            let results: Vec<Value> = list.iter().map(accepted_json).collect();
+            Ok(HttpResponse::build(status).json(json!({ "results": results })))
+        }
+    }
+}
+
+async fn get_message(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let app = auth::app(&req, &state)?;
+    let app_id = app.entry()?.id;
+    let ident = path.into_inner();
+    let record = state
+        .store
+        .find_message(app_id, &ident)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        .ok_or_else(|| ApiError::NotFound(format!("no message `{ident}`")))?;
+    Ok(HttpResponse::Ok().json(message_json(&record)))
+}
+
+fn message_json(r: &MessageRecord) -> Value {
+    let funnel = |f: &umsd_actors::store::messages::FunnelCounts, with_failed: bool| {
+        let mut v = json!({
+            "planned": f.planned, "effective": f.effective, "sent": f.sent,
+            "delivered": f.delivered, "clicked": f.clicked,
+        });
+        if with_failed {
+            v["failed"] = json!(f.failed);
+        }
+        v
+    };
+    let channels: serde_json::Map<String, Value> = r
+        .funnel_channels
+        .iter()
+        .map(|(code, f)| (code.clone(), funnel(f, true)))
+        .collect();
+    let losses: Vec<Value> = r
+        .losses
+        .iter()
+        .map(|l| json!({"stage": l.stage, "channel": l.channel, "reason": l.reason, "count": l.count}))
+        .collect();
+    json!({
+        "id": format_message_id(r.id),
+        "message_id": r.message_id,
+        "status": r.status.as_str(),
+        "priority": r.priority.as_str(),
+        "channels": r.channels,
+        "created_at": r.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "funnel": {"users": funnel(&r.funnel_users, false), "channels": channels},
+        "losses": losses,
+    })
+}
+
+/// `POST /bench/messages`: the send route's parsing and validation (including the
+/// canonical encoding and hash), then an answer of the same shape — nothing is stored.
+/// Only mounted when `bench.null_route` is on; it exists to measure the HTTP side alone.
+async fn bench_send(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let app = auth::app(&req, &state)?;
+    let body = read_body(&req, payload).await?;
+    let request: SendRequest = parse_json(&body)?;
+    let message = validate(&app, request)?;
+    let id = state.bench_ids.next_id();
+    Ok(HttpResponse::Accepted().json(json!({
+        "id": format_message_id(id),
+        "message_id": message.message_id,
+        "status": message.status.as_str(),
+    })))
+}
