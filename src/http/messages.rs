@@ -69,8 +69,11 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     let value = serde_path_to_error::deserialize::<_, T>(&mut de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();
+        // A type error can be met before a syntax error further on: only a body that is
+        // valid JSON gets a field error.
+        let well_formed = serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
         match inner.classify() {
-            serde_json::error::Category::Data => {
+            serde_json::error::Category::Data if well_formed => {
                 ApiError::Field(serde_field_error("", &path, &inner.to_string()))
             }
             _ => ApiError::InvalidJson(format!("the body is not valid JSON: {inner}")),

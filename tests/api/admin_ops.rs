@@ -1,0 +1,146 @@
+//! Operator API and the operations endpoints.
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+
+use super::{error_of, inbox_message, TestApp, ADMIN};
+
+#[actix_web::test]
+async fn operators_create_apps_whose_secret_is_shown_once() {
+    let app = TestApp::spawn().await;
+    let res = app
+        .http
+        .post(app.url("/admin/apps"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": "Shop"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let created: Value = res.json().await.unwrap();
+    let key = created["app_key"].as_str().unwrap().to_owned();
+    let secret = created["master_secret"].as_str().unwrap().to_owned();
+    // Only a hash is stored.
+    let db = app.db().await;
+    let row = db
+        .query_one("SELECT secret_hash FROM apps WHERE app_key = $1", &[&key])
+        .await
+        .unwrap();
+    let hash: Vec<u8> = row.get(0);
+    assert_ne!(hash, secret.as_bytes());
+    assert_eq!(hash.len(), 32);
+    let listed: Value = app
+        .http
+        .get(app.url("/admin/apps"))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(!listed.to_string().contains(&secret));
+    assert!(listed["apps"].as_array().unwrap().iter().any(|a| a["app_key"] == key));
+
+    // The new app authenticates, but has no channel granted yet.
+    let (status, body) = app
+        .post_as((&key, &secret), "/v1/messages", &inbox_message(None, "u1"))
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(error_of(&body).0, "unknown_channel");
+
+    for token in [None, Some("wrong")] {
+        let mut req = app.http.post(app.url("/admin/apps")).json(&json!({"name": "x"}));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    }
+    // App credentials are not operator credentials.
+    let res = app
+        .http
+        .post(app.url("/admin/apps"))
+        .basic_auth("demo", Some("demo-secret"))
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    let res = app
+        .http
+        .post(app.url("/admin/apps"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"name": ""}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[actix_web::test]
+async fn health_readiness_openapi_and_unknown_paths() {
+    let app = TestApp::spawn().await;
+    let get = |p: &str| app.http.get(app.url(p)).send();
+    assert_eq!(get("/healthz").await.unwrap().status(), StatusCode::OK);
+    let ready: Value = get("/readyz").await.unwrap().json().await.unwrap();
+    assert_eq!(ready["status"], "ready");
+    let spec: Value = get("/openapi.json").await.unwrap().json().await.unwrap();
+    assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
+    for path in ["/v1/messages", "/v1/messages/batch", "/v1/messages/{id}", "/admin/apps"] {
+        assert!(spec["paths"][path].is_object(), "{path} is documented");
+    }
+    let res = get("/no/such/thing").await.unwrap();
+    assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    let b: Value = res.json().await.unwrap();
+    assert_eq!(error_of(&b).0, "not_found");
+}
+
+#[actix_web::test]
+async fn metrics_describe_the_send_path_with_real_histograms() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.send(&inbox_message(None, "u1")).await.0, StatusCode::ACCEPTED);
+    let _ = app.send(&json!({"nonsense": true})).await;
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "umsd_http_requests_total{",
+        "route=\"/v1/messages\"",
+        "umsd_http_request_duration_seconds_bucket{",
+        "umsd_messages_accepted_total{app=\"demo\",priority=\"normal\"}",
+        "umsd_ingest_batch_size_bucket{",
+        "umsd_ingest_commit_duration_seconds_bucket{",
+        "umsd_ingest_queue_depth",
+        "umsd_rejections_total{reason=\"validation\"}",
+    ] {
+        assert!(text.contains(needle), "metrics lack {needle}");
+    }
+    assert!(!text.contains("quantile="), "histograms, not summaries");
+}
+
+#[actix_web::test]
+async fn the_null_route_validates_like_a_send_and_stores_nothing() {
+    let app = TestApp::spawn().await;
+    let (status, body) = app
+        .post_as(("demo", "demo-secret"), "/bench/messages", &inbox_message(Some("n-1"), "u1"))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let mut bad = inbox_message(None, "u1");
+    bad["channels"] = json!(["nope"]);
+    let (status, _) = app.post_as(("demo", "demo-secret"), "/bench/messages", &bad).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(app.stored().await, 0);
+
+    let off = TestApp::spawn_with(|c| c.bench.null_route = false).await;
+    let (status, _) = off
+        .post_as(("demo", "demo-secret"), "/bench/messages", &inbox_message(None, "u1"))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}

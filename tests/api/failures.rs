@@ -1,0 +1,110 @@
+//! Overload and database failure: 503 with Retry-After, never a 2xx for something that
+//! was not committed, and recovery once the database is back.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+
+use super::{error_of, inbox_message, TestApp};
+
+#[actix_web::test]
+async fn a_full_ingest_queue_answers_503_with_retry_after() {
+    // One message may be pending; it waits 1.5 s for companions, so the next is refused.
+    let app = TestApp::spawn_with(|c| {
+        c.ingest.max_pending = 1;
+        c.ingest.max_wait_ms = 1500;
+    })
+    .await;
+    let first_body = inbox_message(Some("q-1"), "u1");
+    let first = app.send(&first_body);
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let res = app
+            .http
+            .post(app.url("/v1/messages"))
+            .basic_auth("demo", Some("demo-secret"))
+            .json(&inbox_message(Some("q-2"), "u1"))
+            .send()
+            .await
+            .unwrap();
+        let retry_after = res.headers().get("retry-after").cloned();
+        (res.status(), retry_after, res.json::<serde_json::Value>().await.unwrap())
+    };
+    let ((s1, _), (s2, retry_after, b2)) = tokio::join!(first, second);
+    assert_eq!(s1, StatusCode::ACCEPTED);
+    assert_eq!(s2, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(retry_after.is_some(), "503 carries Retry-After");
+    assert_eq!(error_of(&b2).0, "queue_full");
+    assert_eq!(app.stored().await, 1);
+    assert_eq!(
+        app.count("SELECT count(*) FROM messages WHERE message_id = 'q-2'").await,
+        0
+    );
+}
+
+/// Makes the test database refuse connections and drops the ones umsd holds.
+async fn take_database_down(app: &TestApp, down: bool) {
+    let mut admin_cfg = app.pg.clone();
+    admin_cfg.dbname("postgres");
+    let admin = crate::common::connect(&admin_cfg).await;
+    let db = app.pg.get_dbname().unwrap().to_owned();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{db}\" WITH ALLOW_CONNECTIONS {}",
+            if down { "false" } else { "true" }
+        ))
+        .await
+        .unwrap();
+    if down {
+        admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                 WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&db],
+            )
+            .await
+            .unwrap();
+    }
+}
+
+#[actix_web::test]
+async fn an_unreachable_database_answers_503_and_recovers() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.send(&inbox_message(Some("before"), "u1")).await.0, StatusCode::ACCEPTED);
+
+    take_database_down(&app, true).await;
+    let mut refused = 0;
+    for i in 0..5 {
+        let res = app
+            .http
+            .post(app.url("/v1/messages"))
+            .basic_auth("demo", Some("demo-secret"))
+            .json(&inbox_message(Some(&format!("down-{i}")), "u1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE, "send {i}");
+        assert!(res.headers().contains_key("retry-after"));
+        let b: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(error_of(&b).0, "database_unavailable");
+        refused += 1;
+    }
+    assert_eq!(refused, 5);
+    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // Liveness is not readiness: the process is alive.
+    let health = app.http.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+
+    take_database_down(&app, false).await;
+    let (status, _) = app.send(&inbox_message(Some("after"), "u1")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let ready = app.http.get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+    // Nothing that was refused was stored.
+    assert_eq!(app.stored().await, 2);
+    assert_eq!(
+        app.count("SELECT count(*) FROM messages WHERE message_id LIKE 'down-%'").await,
+        0
+    );
+}

@@ -1,0 +1,172 @@
+//! Black-box tests of the HTTP API: each test starts the real application (HTTP server,
+//! actors, store) on a free port against a fresh database on a real PostgreSQL cluster.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../common.rs"]
+mod common;
+
+mod admin_ops;
+mod batch;
+mod failures;
+mod send;
+
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use umsd::config::{AppConfig, ChannelConfig, Config};
+use umsd::server::{self, Running};
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub pg: tokio_postgres::Config,
+    pub running: Option<Running>,
+}
+
+pub const ADMIN: &str = "test-admin";
+
+fn channel(code: &str, ty: &str, enabled: bool) -> ChannelConfig {
+    ChannelConfig {
+        code: code.into(),
+        channel_type: ty.into(),
+        enabled,
+        rate_per_second: None,
+        burst: None,
+        pool_size: None,
+        settings: json!({}),
+    }
+}
+
+/// The configuration every test starts from: apps `demo` and `other`, channels `inbox`,
+/// `sms`, `email` and a switched-off `off`.
+pub fn base_config(pg: &tokio_postgres::Config) -> Config {
+    let mut c = Config::default();
+    c.admin_token = ADMIN.into();
+    c.http.listen = "127.0.0.1:0".parse().unwrap();
+    c.http.workers = 1;
+    c.database.url = common::url_of(pg);
+    c.database.pool_size = 8;
+    c.database.wait_timeout_ms = 1000;
+    c.database.connect_timeout_ms = 1000;
+    c.log.filter = "warn".into();
+    c.bench.null_route = true;
+    c.channels = vec![
+        channel("inbox", "inbox", true),
+        channel("sms", "sms_cmpp", true),
+        channel("email", "email", true),
+        channel("off", "inbox", false),
+    ];
+    c.apps = vec![
+        AppConfig {
+            key: "demo".into(),
+            name: None,
+            secret: "demo-secret".into(),
+            enabled: true,
+            grants: vec!["inbox".into(), "sms".into(), "email".into(), "off".into()],
+        },
+        AppConfig {
+            key: "other".into(),
+            name: None,
+            secret: "other-secret".into(),
+            enabled: true,
+            grants: vec!["inbox".into()],
+        },
+    ];
+    c
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(tweak: impl FnOnce(&mut Config)) -> Self {
+        let pg = common::fresh_database().await;
+        let mut config = base_config(&pg);
+        tweak(&mut config);
+        config.validate().expect("valid test config");
+        let running = server::start(config).await.expect("start umsd");
+        Self {
+            base: format!("http://{}", running.addr),
+            http: reqwest::Client::new(),
+            pg,
+            running: Some(running),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn post_as(&self, app: (&str, &str), path: &str, body: &Value) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .post(self.url(path))
+            .basic_auth(app.0, Some(app.1))
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        let status = res.status();
+        let body = res.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    pub async fn send(&self, body: &Value) -> (StatusCode, Value) {
+        self.post_as(("demo", "demo-secret"), "/v1/messages", body).await
+    }
+
+    pub async fn get_as(&self, app: (&str, &str), path: &str) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .get(self.url(path))
+            .basic_auth(app.0, Some(app.1))
+            .send()
+            .await
+            .expect("request");
+        let status = res.status();
+        (status, res.json::<Value>().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn db(&self) -> tokio_postgres::Client {
+        common::connect(&self.pg).await
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.db().await.query_one(sql, &[]).await.unwrap().get(0)
+    }
+
+    /// Messages stored in all.
+    pub async fn stored(&self) -> i64 {
+        self.count("SELECT count(*) FROM messages").await
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await;
+        }
+    }
+}
+
+/// A valid single-recipient inbox send.
+pub fn inbox_message(key: Option<&str>, user: &str) -> Value {
+    let mut v = json!({
+        "audience": {"user_ids": [user]},
+        "channels": ["inbox"],
+        "content": {"inbox": {"title": "Order shipped", "body": "Your order has shipped"}},
+    });
+    if let Some(k) = key {
+        v["message_id"] = json!(k);
+    }
+    v
+}
+
+/// Asserts the fixed error shape and returns (code, field).
+pub fn error_of(body: &Value) -> (String, Option<String>) {
+    let e = &body["error"];
+    assert!(e["message"].is_string(), "error without message: {body}");
+    (
+        e["code"].as_str().unwrap_or_else(|| panic!("no code: {body}")).to_owned(),
+        e["field"].as_str().map(str::to_owned),
+    )
+}
