@@ -108,6 +108,9 @@ pub struct EmbeddedConfig {
     pub max_connections: u32,
     /// Stop the embedded cluster when umsd stops.
     pub stop_on_exit: bool,
+    /// Directory of initdb/pg_ctl/postgres; empty searches PATH, then
+    /// /usr/lib/postgresql/*/bin.
+    pub bin_dir: PathBuf,
 }
 
 impl Default for EmbeddedConfig {
@@ -116,6 +119,7 @@ impl Default for EmbeddedConfig {
             shared_buffers: "256MB".into(),
             max_connections: 100,
             stop_on_exit: true,
+            bin_dir: PathBuf::new(),
         }
     }
 }

@@ -36,6 +36,11 @@ pub enum EmbeddedPgError {
     )]
     NoBinaries,
     #[error(
+        "database.embedded.bin_dir {0} does not hold initdb, pg_ctl and postgres. Install \
+         PostgreSQL, fix bin_dir, or set database.url to use an existing server"
+    )]
+    NoBinariesIn(PathBuf),
+    #[error(
         "umsd runs as root and initdb refuses to: no unprivileged `postgres` user exists to \
          own the cluster. Create one (`useradd -r postgres`), run umsd as another user, or \
          set database.url"
@@ -55,6 +60,9 @@ pub struct EmbeddedOptions {
     pub max_connections: u32,
     /// Off only for throwaway test clusters.
     pub fsync: bool,
+    /// Where initdb, pg_ctl and postgres are; `None` searches PATH, then
+    /// /usr/lib/postgresql/*/bin (highest version).
+    pub bin_dir: Option<PathBuf>,
 }
 
 impl Default for EmbeddedOptions {
@@ -63,6 +71,7 @@ impl Default for EmbeddedOptions {
             shared_buffers: "256MB".into(),
             max_connections: 100,
             fsync: true,
+            bin_dir: None,
         }
     }
 }
@@ -81,7 +90,17 @@ impl EmbeddedPg {
     /// Initialises (first time) and starts the cluster in `<root>/pg`, or adopts it if it
     /// is already running.
     pub fn start(root: &Path, options: &EmbeddedOptions) -> Result<Self, EmbeddedPgError> {
-        let bin_dir = find_binaries()?;
+        let bin_dir = match &options.bin_dir {
+            Some(dir)
+                if ["initdb", "pg_ctl", "postgres"]
+                    .iter()
+                    .all(|b| dir.join(b).is_file()) =>
+            {
+                dir.clone()
+            }
+            Some(dir) => return Err(EmbeddedPgError::NoBinariesIn(dir.clone())),
+            None => find_binaries()?,
+        };
         fs::create_dir_all(root).map_err(|e| io(format!("create {}", root.display()), e))?;
         let root = root
             .canonicalize()

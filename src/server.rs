@@ -40,6 +40,8 @@ pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
             shared_buffers: config.database.embedded.shared_buffers.clone(),
             max_connections: config.database.embedded.max_connections,
             fsync: true,
+            bin_dir: Some(config.database.embedded.bin_dir.clone())
+                .filter(|d| !d.as_os_str().is_empty()),
         };
         let cluster = tokio::task::spawn_blocking(move || EmbeddedPg::start(&root, &options))
             .await

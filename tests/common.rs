@@ -36,6 +36,7 @@ fn cluster() -> &'static Cluster {
                 shared_buffers: "128MB".into(),
                 max_connections: 300,
                 fsync: false,
+                bin_dir: None,
             },
         )
         .expect("start the test PostgreSQL cluster");
@@ -50,8 +51,14 @@ fn cluster() -> &'static Cluster {
 /// A new empty database on the shared test cluster; returns its connection settings.
 pub async fn fresh_database() -> tokio_postgres::Config {
     let c = cluster();
-    let name = format!("t{}_{}", std::process::id(), NEXT_DB.fetch_add(1, Ordering::Relaxed));
-    ensure_database(&c.pg, &name).await.expect("create test database");
+    let name = format!(
+        "t{}_{}",
+        std::process::id(),
+        NEXT_DB.fetch_add(1, Ordering::Relaxed)
+    );
+    ensure_database(&c.pg, &name)
+        .await
+        .expect("create test database");
     c.pg.pg_config(&name)
 }
 

@@ -40,7 +40,11 @@ async fn operators_create_apps_whose_secret_is_shown_once() {
         .await
         .unwrap();
     assert!(!listed.to_string().contains(&secret));
-    assert!(listed["apps"].as_array().unwrap().iter().any(|a| a["app_key"] == key));
+    assert!(listed["apps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["app_key"] == key));
 
     // The new app authenticates, but has no channel granted yet.
     let (status, body) = app
@@ -50,7 +54,10 @@ async fn operators_create_apps_whose_secret_is_shown_once() {
     assert_eq!(error_of(&body).0, "unknown_channel");
 
     for token in [None, Some("wrong")] {
-        let mut req = app.http.post(app.url("/admin/apps")).json(&json!({"name": "x"}));
+        let mut req = app
+            .http
+            .post(app.url("/admin/apps"))
+            .json(&json!({"name": "x"}));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }
@@ -87,7 +94,12 @@ async fn health_readiness_openapi_and_unknown_paths() {
     assert_eq!(ready["status"], "ready");
     let spec: Value = get("/openapi.json").await.unwrap().json().await.unwrap();
     assert!(spec["openapi"].as_str().unwrap().starts_with("3."));
-    for path in ["/v1/messages", "/v1/messages/batch", "/v1/messages/{id}", "/admin/apps"] {
+    for path in [
+        "/v1/messages",
+        "/v1/messages/batch",
+        "/v1/messages/{id}",
+        "/admin/apps",
+    ] {
         assert!(spec["paths"][path].is_object(), "{path} is documented");
     }
     let res = get("/no/such/thing").await.unwrap();
@@ -99,7 +111,10 @@ async fn health_readiness_openapi_and_unknown_paths() {
 #[actix_web::test]
 async fn metrics_describe_the_send_path_with_real_histograms() {
     let app = TestApp::spawn().await;
-    assert_eq!(app.send(&inbox_message(None, "u1")).await.0, StatusCode::ACCEPTED);
+    assert_eq!(
+        app.send(&inbox_message(None, "u1")).await.0,
+        StatusCode::ACCEPTED
+    );
     let _ = app.send(&json!({"nonsense": true})).await;
     let text = app
         .http
@@ -129,18 +144,28 @@ async fn metrics_describe_the_send_path_with_real_histograms() {
 async fn the_null_route_validates_like_a_send_and_stores_nothing() {
     let app = TestApp::spawn().await;
     let (status, body) = app
-        .post_as(("demo", "demo-secret"), "/bench/messages", &inbox_message(Some("n-1"), "u1"))
+        .post_as(
+            ("demo", "demo-secret"),
+            "/bench/messages",
+            &inbox_message(Some("n-1"), "u1"),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let mut bad = inbox_message(None, "u1");
     bad["channels"] = json!(["nope"]);
-    let (status, _) = app.post_as(("demo", "demo-secret"), "/bench/messages", &bad).await;
+    let (status, _) = app
+        .post_as(("demo", "demo-secret"), "/bench/messages", &bad)
+        .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(app.stored().await, 0);
 
     let off = TestApp::spawn_with(|c| c.bench.null_route = false).await;
     let (status, _) = off
-        .post_as(("demo", "demo-secret"), "/bench/messages", &inbox_message(None, "u1"))
+        .post_as(
+            ("demo", "demo-secret"),
+            "/bench/messages",
+            &inbox_message(None, "u1"),
+        )
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }

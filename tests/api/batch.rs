@@ -16,7 +16,11 @@ async fn a_batch_is_stored_whole_and_answered_in_order() {
         .map(|i| inbox_message(Some(&format!("b-{i}")), &format!("u{i}")))
         .collect();
     let (status, body) = app
-        .post_as(("demo", "demo-secret"), "/v1/messages/batch", &batch(msgs.clone()))
+        .post_as(
+            ("demo", "demo-secret"),
+            "/v1/messages/batch",
+            &batch(msgs.clone()),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     let results = body["results"].as_array().unwrap();
@@ -49,7 +53,10 @@ async fn one_bad_message_stores_nothing() {
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(
         error_of(&body),
-        ("unknown_channel".into(), Some("messages[3].channels[0]".into()))
+        (
+            "unknown_channel".into(),
+            Some("messages[3].channels[0]".into())
+        )
     );
     assert_eq!(app.stored().await, 0);
     assert_eq!(app.count("SELECT count(*) FROM message_keys").await, 0);
@@ -58,7 +65,10 @@ async fn one_bad_message_stores_nothing() {
 #[actix_web::test]
 async fn a_conflict_inside_a_batch_stores_nothing() {
     let app = TestApp::spawn().await;
-    assert_eq!(app.send(&inbox_message(Some("taken"), "u1")).await.0, StatusCode::ACCEPTED);
+    assert_eq!(
+        app.send(&inbox_message(Some("taken"), "u1")).await.0,
+        StatusCode::ACCEPTED
+    );
     let msgs = vec![
         inbox_message(Some("fresh-1"), "u1"),
         inbox_message(Some("taken"), "someone-else"),
@@ -70,12 +80,18 @@ async fn a_conflict_inside_a_batch_stores_nothing() {
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(
         error_of(&body),
-        ("idempotency_conflict".into(), Some("messages[1].message_id".into()))
+        (
+            "idempotency_conflict".into(),
+            Some("messages[1].message_id".into())
+        )
     );
     assert_eq!(app.stored().await, 1, "only the earlier single send");
 
     // The same key twice in one batch with different bodies.
-    let msgs = vec![inbox_message(Some("twice"), "a"), inbox_message(Some("twice"), "b")];
+    let msgs = vec![
+        inbox_message(Some("twice"), "a"),
+        inbox_message(Some("twice"), "b"),
+    ];
     let (status, body) = app
         .post_as(("demo", "demo-secret"), "/v1/messages/batch", &batch(msgs))
         .await;
@@ -93,10 +109,17 @@ async fn batch_size_is_bounded() {
             .post_as(("demo", "demo-secret"), "/v1/messages/batch", &batch(msgs))
             .await;
         assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{n}");
-        assert_eq!(error_of(&body), ("invalid_value".into(), Some("messages".into())));
+        assert_eq!(
+            error_of(&body),
+            ("invalid_value".into(), Some("messages".into()))
+        );
     }
     let (status, body) = app
-        .post_as(("demo", "demo-secret"), "/v1/messages/batch", &json!({"msgs": []}))
+        .post_as(
+            ("demo", "demo-secret"),
+            "/v1/messages/batch",
+            &json!({"msgs": []}),
+        )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(error_of(&body).0, "unknown_field");

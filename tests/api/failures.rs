@@ -28,7 +28,11 @@ async fn a_full_ingest_queue_answers_503_with_retry_after() {
             .await
             .unwrap();
         let retry_after = res.headers().get("retry-after").cloned();
-        (res.status(), retry_after, res.json::<serde_json::Value>().await.unwrap())
+        (
+            res.status(),
+            retry_after,
+            res.json::<serde_json::Value>().await.unwrap(),
+        )
     };
     let ((s1, _), (s2, retry_after, b2)) = tokio::join!(first, second);
     assert_eq!(s1, StatusCode::ACCEPTED);
@@ -37,7 +41,8 @@ async fn a_full_ingest_queue_answers_503_with_retry_after() {
     assert_eq!(error_of(&b2).0, "queue_full");
     assert_eq!(app.stored().await, 1);
     assert_eq!(
-        app.count("SELECT count(*) FROM messages WHERE message_id = 'q-2'").await,
+        app.count("SELECT count(*) FROM messages WHERE message_id = 'q-2'")
+            .await,
         0
     );
 }
@@ -70,7 +75,10 @@ async fn take_database_down(app: &TestApp, down: bool) {
 #[actix_web::test]
 async fn an_unreachable_database_answers_503_and_recovers() {
     let app = TestApp::spawn().await;
-    assert_eq!(app.send(&inbox_message(Some("before"), "u1")).await.0, StatusCode::ACCEPTED);
+    assert_eq!(
+        app.send(&inbox_message(Some("before"), "u1")).await.0,
+        StatusCode::ACCEPTED
+    );
 
     take_database_down(&app, true).await;
     let mut refused = 0;
@@ -104,7 +112,8 @@ async fn an_unreachable_database_answers_503_and_recovers() {
     // Nothing that was refused was stored.
     assert_eq!(app.stored().await, 2);
     assert_eq!(
-        app.count("SELECT count(*) FROM messages WHERE message_id LIKE 'down-%'").await,
+        app.count("SELECT count(*) FROM messages WHERE message_id LIKE 'down-%'")
+            .await,
         0
     );
 }

@@ -98,7 +98,12 @@ impl TestApp {
         format!("{}{}", self.base, path)
     }
 
-    pub async fn post_as(&self, app: (&str, &str), path: &str, body: &Value) -> (StatusCode, Value) {
+    pub async fn post_as(
+        &self,
+        app: (&str, &str),
+        path: &str,
+        body: &Value,
+    ) -> (StatusCode, Value) {
         let res = self
             .http
             .post(self.url(path))
@@ -113,7 +118,8 @@ impl TestApp {
     }
 
     pub async fn send(&self, body: &Value) -> (StatusCode, Value) {
-        self.post_as(("demo", "demo-secret"), "/v1/messages", body).await
+        self.post_as(("demo", "demo-secret"), "/v1/messages", body)
+            .await
     }
 
     pub async fn get_as(&self, app: (&str, &str), path: &str) -> (StatusCode, Value) {
@@ -166,7 +172,10 @@ pub fn error_of(body: &Value) -> (String, Option<String>) {
     let e = &body["error"];
     assert!(e["message"].is_string(), "error without message: {body}");
     (
-        e["code"].as_str().unwrap_or_else(|| panic!("no code: {body}")).to_owned(),
+        e["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no code: {body}"))
+            .to_owned(),
         e["field"].as_str().map(str::to_owned),
     )
 }

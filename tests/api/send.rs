@@ -56,7 +56,10 @@ async fn a_replay_answers_the_first_answer_and_a_different_body_conflicts() {
     assert_eq!(first.0, StatusCode::ACCEPTED);
     let again = app.send(&inbox_message(Some("k-1"), "u1")).await;
     assert_eq!(again.0, StatusCode::OK);
-    assert_eq!(again.1, first.1, "a replay answers exactly the first answer");
+    assert_eq!(
+        again.1, first.1,
+        "a replay answers exactly the first answer"
+    );
 
     let (status, body) = app.send(&inbox_message(Some("k-1"), "u2")).await;
     assert_eq!(status, StatusCode::CONFLICT);
@@ -73,7 +76,10 @@ async fn concurrent_replays_store_one_message() {
     let body = inbox_message(Some("race-1"), "u1");
     let sends = (0..20).map(|_| app.send(&body));
     let answers = futures_util::future::join_all(sends).await;
-    let accepted = answers.iter().filter(|(s, _)| *s == StatusCode::ACCEPTED).count();
+    let accepted = answers
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::ACCEPTED)
+        .count();
     let replayed = answers.iter().filter(|(s, _)| *s == StatusCode::OK).count();
     assert_eq!((accepted, replayed), (1, 19));
     let ids: std::collections::HashSet<_> = answers.iter().map(|(_, b)| b["id"].clone()).collect();
@@ -94,7 +100,11 @@ async fn apps_never_see_each_other() {
     }
     // The same idempotency key is independent per app.
     let (status, theirs) = app
-        .post_as(other, "/v1/messages", &inbox_message(Some("shared-key"), "u9"))
+        .post_as(
+            other,
+            "/v1/messages",
+            &inbox_message(Some("shared-key"), "u9"),
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     assert_ne!(theirs["id"], mine["id"]);
@@ -104,7 +114,10 @@ async fn apps_never_see_each_other() {
     sms["content"] = json!({"sms": {"text": "hi"}});
     let (status, body) = app.post_as(other, "/v1/messages", &sms).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(error_of(&body), ("unknown_channel".into(), Some("channels[0]".into())));
+    assert_eq!(
+        error_of(&body),
+        ("unknown_channel".into(), Some("channels[0]".into()))
+    );
 }
 
 #[actix_web::test]
@@ -114,11 +127,23 @@ async fn credentials_are_checked() {
     let url = app.url("/v1/messages");
     let attempts = [
         app.http.post(&url).json(&body),
-        app.http.post(&url).basic_auth("demo", Some("wrong")).json(&body),
-        app.http.post(&url).basic_auth("nobody", Some("demo-secret")).json(&body),
-        app.http.post(&url).basic_auth("demo", None::<&str>).json(&body),
+        app.http
+            .post(&url)
+            .basic_auth("demo", Some("wrong"))
+            .json(&body),
+        app.http
+            .post(&url)
+            .basic_auth("nobody", Some("demo-secret"))
+            .json(&body),
+        app.http
+            .post(&url)
+            .basic_auth("demo", None::<&str>)
+            .json(&body),
         app.http.post(&url).bearer_auth("demo-secret").json(&body),
-        app.http.post(&url).header("Authorization", "Basic !!!").json(&body),
+        app.http
+            .post(&url)
+            .header("Authorization", "Basic !!!")
+            .json(&body),
     ];
     for req in attempts {
         let res = req.send().await.unwrap();
@@ -148,51 +173,197 @@ async fn every_rule_names_its_field_and_stores_nothing() {
         v
     };
     let cases = vec![
-        (with(json!({"message_id": "has space"})), "invalid_value", "message_id"),
-        (with(json!({"message_id": "x".repeat(65)})), "invalid_value", "message_id"),
-        (with(json!({"message_id": 5})), "invalid_value", "message_id"),
+        (
+            with(json!({"message_id": "has space"})),
+            "invalid_value",
+            "message_id",
+        ),
+        (
+            with(json!({"message_id": "x".repeat(65)})),
+            "invalid_value",
+            "message_id",
+        ),
+        (
+            with(json!({"message_id": 5})),
+            "invalid_value",
+            "message_id",
+        ),
         (with(json!({"audience": null})), "missing_field", "audience"),
-        (with(json!({"audience": {}})), "invalid_audience", "audience"),
-        (with(json!({"audience": {"user_ids": []}})), "invalid_value", "audience.user_ids"),
-        (with(json!({"audience": {"user_ids": ["a b"]}})), "invalid_value", "audience.user_ids[0]"),
-        (with(json!({"audience": {"user_ids": (0..1001).map(|i| format!("u{i}")).collect::<Vec<_>>()}})), "invalid_value", "audience.user_ids"),
-        (with(json!({"audience": {"user_ids": ["u"], "broadcast": true}})), "invalid_audience", "audience"),
-        (with(json!({"audience": {"broadcast": false}})), "invalid_value", "audience.broadcast"),
-        (with(json!({"audience": {"tags": {"any": []}}})), "invalid_value", "audience.tags.any"),
-        (with(json!({"audience": {"tags": {"any": ["a"], "all": ["b"]}}})), "invalid_value", "audience.tags"),
-        (with(json!({"audience": {"segment": "seg-1"}})), "unknown_segment", "audience.segment"),
-        (with(json!({"audience": {"addresses": {"email": ["a@example.com"]}}})), "unknown_channel", "audience.addresses.email"),
-        (with(json!({"audience": {"friends": true}})), "unknown_field", "audience.friends"),
+        (
+            with(json!({"audience": {}})),
+            "invalid_audience",
+            "audience",
+        ),
+        (
+            with(json!({"audience": {"user_ids": []}})),
+            "invalid_value",
+            "audience.user_ids",
+        ),
+        (
+            with(json!({"audience": {"user_ids": ["a b"]}})),
+            "invalid_value",
+            "audience.user_ids[0]",
+        ),
+        (
+            with(
+                json!({"audience": {"user_ids": (0..1001).map(|i| format!("u{i}")).collect::<Vec<_>>()}}),
+            ),
+            "invalid_value",
+            "audience.user_ids",
+        ),
+        (
+            with(json!({"audience": {"user_ids": ["u"], "broadcast": true}})),
+            "invalid_audience",
+            "audience",
+        ),
+        (
+            with(json!({"audience": {"broadcast": false}})),
+            "invalid_value",
+            "audience.broadcast",
+        ),
+        (
+            with(json!({"audience": {"tags": {"any": []}}})),
+            "invalid_value",
+            "audience.tags.any",
+        ),
+        (
+            with(json!({"audience": {"tags": {"any": ["a"], "all": ["b"]}}})),
+            "invalid_value",
+            "audience.tags",
+        ),
+        (
+            with(json!({"audience": {"segment": "seg-1"}})),
+            "unknown_segment",
+            "audience.segment",
+        ),
+        (
+            with(json!({"audience": {"addresses": {"email": ["a@example.com"]}}})),
+            "unknown_channel",
+            "audience.addresses.email",
+        ),
+        (
+            with(json!({"audience": {"friends": true}})),
+            "unknown_field",
+            "audience.friends",
+        ),
         (with(json!({"channels": null})), "missing_field", "channels"),
         (with(json!({"channels": []})), "invalid_value", "channels"),
-        (with(json!({"channels": ["nope"]})), "unknown_channel", "channels[0]"),
-        (with(json!({"channels": ["inbox", "off"]})), "channel_disabled", "channels[1]"),
-        (with(json!({"channels": ["inbox", "inbox"]})), "duplicate_value", "channels[1]"),
-        (with(json!({"channels": ["inbox", "email"]})), "missing_content", "content.email"),
+        (
+            with(json!({"channels": ["nope"]})),
+            "unknown_channel",
+            "channels[0]",
+        ),
+        (
+            with(json!({"channels": ["inbox", "off"]})),
+            "channel_disabled",
+            "channels[1]",
+        ),
+        (
+            with(json!({"channels": ["inbox", "inbox"]})),
+            "duplicate_value",
+            "channels[1]",
+        ),
+        (
+            with(json!({"channels": ["inbox", "email"]})),
+            "missing_content",
+            "content.email",
+        ),
         (with(json!({"content": null})), "missing_field", "content"),
-        (with(json!({"content": {"inbox": {"title": "t"}}})), "missing_field", "content.inbox.body"),
-        (with(json!({"content": {"inbox": {"title": "", "body": "b"}}})), "invalid_value", "content.inbox.title"),
-        (with(json!({"content": {"inbox": {"title": "t", "body": "b", "x": 1}}})), "unknown_field", "content.inbox.x"),
-        (with(json!({"content": {"inbox": "text"}})), "invalid_value", "content.inbox"),
-        (with(json!({"content": {"webhook": {"body": {}}}})), "missing_content", "content.inbox"),
-        (with(json!({"content": {"nonsense": {}}})), "unknown_field", "content.nonsense"),
-        (with(json!({"template": {"id": "welcome"}})), "invalid_value", "template"),
-        (with(json!({"content": null, "template": {"id": "welcome"}})), "unknown_template", "template.id"),
-        (with(json!({"strategy": "push-then-sms"})), "unknown_strategy", "strategy"),
-        (with(json!({"priority": "urgent"})), "invalid_value", "priority"),
-        (with(json!({"send_at": "next week"})), "invalid_value", "send_at"),
-        (with(json!({"send_at": "2999-01-01T00:00:00Z"})), "invalid_value", "send_at"),
-        (with(json!({"ttl_seconds": 0})), "invalid_value", "ttl_seconds"),
-        (with(json!({"ttl_seconds": -5})), "invalid_value", "ttl_seconds"),
-        (with(json!({"filter": {"blacklist": "bl"}})), "unknown_list", "filter"),
+        (
+            with(json!({"content": {"inbox": {"title": "t"}}})),
+            "missing_field",
+            "content.inbox.body",
+        ),
+        (
+            with(json!({"content": {"inbox": {"title": "", "body": "b"}}})),
+            "invalid_value",
+            "content.inbox.title",
+        ),
+        (
+            with(json!({"content": {"inbox": {"title": "t", "body": "b", "x": 1}}})),
+            "unknown_field",
+            "content.inbox.x",
+        ),
+        (
+            with(json!({"content": {"inbox": "text"}})),
+            "invalid_value",
+            "content.inbox",
+        ),
+        (
+            with(json!({"content": {"webhook": {"body": {}}}})),
+            "missing_content",
+            "content.inbox",
+        ),
+        (
+            with(json!({"content": {"nonsense": {}}})),
+            "unknown_field",
+            "content.nonsense",
+        ),
+        (
+            with(json!({"template": {"id": "welcome"}})),
+            "invalid_value",
+            "template",
+        ),
+        (
+            with(json!({"content": null, "template": {"id": "welcome"}})),
+            "unknown_template",
+            "template.id",
+        ),
+        (
+            with(json!({"strategy": "push-then-sms"})),
+            "unknown_strategy",
+            "strategy",
+        ),
+        (
+            with(json!({"priority": "urgent"})),
+            "invalid_value",
+            "priority",
+        ),
+        (
+            with(json!({"send_at": "next week"})),
+            "invalid_value",
+            "send_at",
+        ),
+        (
+            with(json!({"send_at": "2999-01-01T00:00:00Z"})),
+            "invalid_value",
+            "send_at",
+        ),
+        (
+            with(json!({"ttl_seconds": 0})),
+            "invalid_value",
+            "ttl_seconds",
+        ),
+        (
+            with(json!({"ttl_seconds": -5})),
+            "invalid_value",
+            "ttl_seconds",
+        ),
+        (
+            with(json!({"filter": {"blacklist": "bl"}})),
+            "unknown_list",
+            "filter",
+        ),
         (with(json!({"filter": {}})), "invalid_value", "filter"),
-        (with(json!({"callback_url": "ftp://x"})), "invalid_value", "callback_url"),
-        (with(json!({"callback_url": "https://app.example.com/cb"})), "callback_not_configured", "callback_url"),
+        (
+            with(json!({"callback_url": "ftp://x"})),
+            "invalid_value",
+            "callback_url",
+        ),
+        (
+            with(json!({"callback_url": "https://app.example.com/cb"})),
+            "callback_not_configured",
+            "callback_url",
+        ),
         (with(json!({"surprise": 1})), "unknown_field", "surprise"),
     ];
     for (body, code, field) in cases {
         let (status, answer) = app.send(&body).await;
-        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body} → {answer}");
+        assert_eq!(
+            status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body} → {answer}"
+        );
         assert_eq!(
             error_of(&answer),
             (code.to_owned(), Some(field.to_owned())),
@@ -204,7 +375,10 @@ async fn every_rule_names_its_field_and_stores_nothing() {
                      "content": {"sms": {"text": "hi"}}});
     let (status, answer) = app.send(&sms).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(error_of(&answer).1.as_deref(), Some("audience.addresses.sms[0]"));
+    assert_eq!(
+        error_of(&answer).1.as_deref(),
+        Some("audience.addresses.sms[0]")
+    );
     let email = json!({"audience": {"addresses": {"email": ["a@example.com"]}}, "channels": ["email"],
                        "content": {"email": {"subject": "s"}}});
     let (status, answer) = app.send(&email).await;
@@ -221,7 +395,10 @@ async fn every_rule_names_its_field_and_stores_nothing() {
     assert_eq!(app.send(&ok_sms).await.0, StatusCode::ACCEPTED);
     let at = (chrono::Utc::now() + chrono::Duration::hours(2)).to_rfc3339();
     let (status, body) = app.send(&with(json!({"send_at": at}))).await;
-    assert_eq!((status, body["status"].as_str()), (StatusCode::ACCEPTED, Some("scheduled")));
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (StatusCode::ACCEPTED, Some("scheduled"))
+    );
 }
 
 #[actix_web::test]
