@@ -23,6 +23,9 @@ pub struct Config {
     pub admin_token: String,
     /// Where the embedded PostgreSQL cluster lives (`<data_dir>/pg`).
     pub data_dir: PathBuf,
+    /// Print example commands (with the first app's credentials) once listening. For
+    /// demos: it prints a secret.
+    pub hints: bool,
     pub http: HttpConfig,
     pub database: DatabaseConfig,
     pub ingest: IngestSection,
@@ -39,6 +42,7 @@ impl Default for Config {
             node_id: 0,
             admin_token: String::new(),
             data_dir: PathBuf::from("data"),
+            hints: false,
             http: HttpConfig::default(),
             database: DatabaseConfig::default(),
             ingest: IngestSection::default(),

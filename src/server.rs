@@ -215,6 +215,9 @@ async fn start_on(config: Config, database: &Database) -> anyhow::Result<Started
         tracing::warn!("the benchmark null route POST /bench/messages is enabled");
     }
     tracing::info!(%addr, "umsd is listening");
+    if config.hints {
+        print_hints(&config, addr);
+    }
     Ok((addr, store, handle, server_task, supervisor))
 }
 
@@ -243,4 +246,34 @@ impl Running {
         self.shutdown().await;
         Ok(())
     }
+}
+
+/// Example commands for a first try (`hints = true`, as in config/demo.toml).
+fn print_hints(config: &Config, addr: SocketAddr) {
+    let Some(app) = config.apps.first() else {
+        return;
+    };
+    let Some(channel) = app.grants.first() else {
+        return;
+    };
+    let content = match config
+        .channels
+        .iter()
+        .find(|c| &c.code == channel)
+        .map(|c| c.channel_type.as_str())
+    {
+        Some("inbox") => r#"{"title":"Hello","body":"Your order has shipped"}"#,
+        Some("email") => r#"{"subject":"Hello","text":"Your order has shipped"}"#,
+        _ => r#"{"text":"Your order has shipped"}"#,
+    };
+    println!(
+        "\numsd is ready on http://{addr}\n\nSend a message:\n  curl -s -u {key}:{secret} \\\n    \
+         -H 'content-type: application/json' http://{addr}/v1/messages \\\n    \
+         -d '{{\"message_id\":\"hello-1\",\"audience\":{{\"user_ids\":[\"u1\"]}},\
+         \"channels\":[\"{channel}\"],\"content\":{{\"{channel}\":{content}}}}}'\n\n\
+         Read it back:\n  curl -s -u {key}:{secret} http://{addr}/v1/messages/hello-1\n\n\
+         Metrics: curl -s http://{addr}/metrics | grep ^umsd_\nStop with Ctrl-C.\n",
+        key = app.key,
+        secret = app.secret,
+    );
 }

@@ -1,9 +1,13 @@
 //! Black-box tests of the HTTP API: each test starts the real application (HTTP server,
 //! actors, store) on a free port against a fresh database on a real PostgreSQL cluster.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::field_reassign_with_default
+)]
 
-#[path = "../common.rs"]
+#[path = "../support/pg.rs"]
 mod common;
 
 mod admin_ops;

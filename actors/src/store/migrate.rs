@@ -9,7 +9,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] =
     &[(1, "init", include_str!("../../../migrations/0001_init.sql"))];
 
 /// Arbitrary but fixed key for the advisory lock that serialises migrating nodes.
-const LOCK_KEY: i64 = 0x756d_7364_6d69_67;
+const LOCK_KEY: i64 = 0x0075_6d73_646d_6967;
 
 /// Applies every migration not yet recorded in `schema_migrations`; returns how many ran.
 pub async fn run(client: &mut tokio_postgres::Client) -> Result<usize, StoreError> {
