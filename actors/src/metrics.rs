@@ -21,6 +21,9 @@ pub const INGEST_COMMIT_DURATION_SECONDS: &str = "umsd_ingest_commit_duration_se
 pub const INGEST_WAIT_SECONDS: &str = "umsd_ingest_wait_seconds";
 /// Counter: group-commit transactions by `outcome` (ok, error).
 pub const INGEST_COMMITS_TOTAL: &str = "umsd_ingest_commits_total";
+/// Counter: group commits retried because a concurrent commit took one of their
+/// idempotency keys first.
+pub const INGEST_KEY_RACES_TOTAL: &str = "umsd_ingest_key_races_total";
 /// Gauge: messages accepted by the front door and not yet answered (buffered + committing).
 pub const INGEST_QUEUE_DEPTH: &str = "umsd_ingest_queue_depth";
 /// Gauge: group-commit transactions in flight.
@@ -82,6 +85,10 @@ pub fn describe() {
         "Time a message waited in the ingest before its transaction started"
     );
     describe_counter!(INGEST_COMMITS_TOTAL, "Group-commit transactions by outcome");
+    describe_counter!(
+        INGEST_KEY_RACES_TOTAL,
+        "Group commits retried because a concurrent commit took one of their keys"
+    );
     describe_gauge!(
         INGEST_QUEUE_DEPTH,
         "Messages handed to the ingest and not yet answered"

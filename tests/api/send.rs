@@ -430,3 +430,55 @@ async fn malformed_and_oversized_bodies() {
     assert_eq!(error_of(&b).0, "payload_too_large");
     assert_eq!(app.stored().await, 0);
 }
+
+#[actix_web::test]
+async fn replays_racing_in_separate_transactions_store_one_message() {
+    // One message per transaction and several transactions in flight: the same key is
+    // committed concurrently and the database settles it.
+    let app = TestApp::spawn_with(|c| {
+        c.ingest.max_batch = 1;
+        c.ingest.commit_concurrency = 4;
+    })
+    .await;
+    for round in 0..5 {
+        let same = inbox_message(Some(&format!("race-{round}")), "u1");
+        let other = inbox_message(Some(&format!("race-{round}")), "u2");
+        let mut sends: Vec<_> = (0..8).map(|_| app.send(&same)).collect();
+        sends.push(app.send(&other));
+        let answers = futures_util::future::join_all(sends).await;
+        let created = answers
+            .iter()
+            .filter(|(s, _)| *s == StatusCode::ACCEPTED)
+            .count();
+        let conflicts = answers
+            .iter()
+            .filter(|(s, _)| *s == StatusCode::CONFLICT)
+            .count();
+        assert_eq!(created, 1, "{answers:?}");
+        assert!(answers.iter().all(|(s, _)| [
+            StatusCode::ACCEPTED,
+            StatusCode::OK,
+            StatusCode::CONFLICT
+        ]
+        .contains(s)));
+        // Whichever body won, every other answer agrees with it.
+        assert!(conflicts == 1 || conflicts == 8, "{answers:?}");
+    }
+    assert_eq!(app.stored().await, 5);
+    assert_eq!(app.count("SELECT count(*) FROM message_keys").await, 5);
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let races: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("umsd_ingest_key_races_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(races > 0.0, "the race path was exercised");
+}

@@ -55,20 +55,32 @@ enum Decision {
     Conflict,
 }
 
-const INSERT_KEYS: &str = "INSERT INTO message_keys (app_id, message_id, id, body_hash, status, created_at)
-     SELECT * FROM UNNEST($1::int4[], $2::text[], $3::int8[], $4::bytea[], $5::int2[], $6::timestamptz[])
-     ON CONFLICT DO NOTHING RETURNING id";
+/// The whole group in one statement (one round trip, one implicit transaction): keys,
+/// messages and queue rows. If a key was taken since we looked, `umsd_expect_count` raises
+/// UM001 and nothing of the statement is kept.
+const INSERT_GROUP: &str = "WITH k AS (
+       INSERT INTO message_keys (app_id, message_id, id, body_hash, status, created_at)
+       SELECT * FROM UNNEST($1::int4[], $2::text[], $3::int8[], $4::bytea[], $5::int2[],
+                            $6::timestamptz[])
+       ON CONFLICT DO NOTHING RETURNING 1
+     ), m AS (
+       INSERT INTO messages (id, app_id, message_id, priority, status, send_at, expires_at,
+                             channels, request, created_at)
+       SELECT id, app_id, message_id, priority, status, send_at, expires_at,
+              string_to_array(channels, ','), request::jsonb, created_at
+       FROM UNNEST($7::int8[], $8::int4[], $9::text[], $10::int2[], $11::int2[],
+                   $12::timestamptz[], $13::timestamptz[], $14::text[], $15::text[],
+                   $16::timestamptz[])
+         AS t(id, app_id, message_id, priority, status, send_at, expires_at, channels,
+              request, created_at)
+     ), q AS (
+       INSERT INTO message_queue (id, priority, not_before, node_id)
+       SELECT * FROM UNNEST($7::int8[], $10::int2[], $17::timestamptz[], $18::int4[])
+     )
+     SELECT umsd_expect_count((SELECT count(*) FROM k), $19)";
 
-const INSERT_MESSAGES: &str = "INSERT INTO messages (id, app_id, message_id, priority, status, send_at, expires_at,
-                           channels, request, created_at)
-     SELECT id, app_id, message_id, priority, status, send_at, expires_at,
-            string_to_array(channels, ','), request::jsonb, created_at
-     FROM UNNEST($1::int8[], $2::int4[], $3::text[], $4::int2[], $5::int2[], $6::timestamptz[],
-                 $7::timestamptz[], $8::text[], $9::text[], $10::timestamptz[])
-       AS t(id, app_id, message_id, priority, status, send_at, expires_at, channels, request, created_at)";
-
-const INSERT_QUEUE: &str = "INSERT INTO message_queue (id, priority, not_before, node_id)
-     SELECT * FROM UNNEST($1::int8[], $2::int2[], $3::timestamptz[], $4::int4[])";
+/// SQLSTATE raised by `umsd_expect_count`.
+const KEY_TAKEN: &str = "UM001";
 
 const SELECT_KEYS: &str =
     "SELECT k.app_id, k.message_id, k.id, k.body_hash, k.status FROM message_keys k
@@ -89,7 +101,7 @@ impl Store {
         node_id: i32,
     ) -> Result<Vec<RequestResult>, StoreError> {
         let mut known: HashMap<(i32, String), KnownKey> = HashMap::new();
-        let mut client = self.client().await?;
+        let client = self.client().await?;
         for _ in 0..MAX_ATTEMPTS {
             let (decisions, failed) = plan(requests, &known);
 
@@ -112,26 +124,44 @@ impl Store {
                 }
             }
 
-            let tx = client.transaction().await?;
-            if !keys.app_id.is_empty() {
-                let stmt = tx.prepare_cached(INSERT_KEYS).await?;
-                let inserted = tx
-                    .query(
-                        &stmt,
-                        &[
-                            &keys.app_id,
-                            &keys.message_id,
-                            &keys.id,
-                            &keys.hash,
-                            &keys.status,
-                            &keys.created_at,
-                        ],
-                    )
-                    .await?;
-                if inserted.len() < keys.app_id.len() {
+            if rows.id.is_empty() {
+                // Only replays: nothing to write.
+                return Ok(answers(requests, &decisions, &failed));
+            }
+            let stmt = client.prepare_cached(INSERT_GROUP).await?;
+            let expected = keys.app_id.len() as i64;
+            let result = client
+                .query_one(
+                    &stmt,
+                    &[
+                        &keys.app_id,
+                        &keys.message_id,
+                        &keys.id,
+                        &keys.hash,
+                        &keys.status,
+                        &keys.created_at,
+                        &rows.id,
+                        &rows.app_id,
+                        &rows.message_id,
+                        &rows.priority,
+                        &rows.status,
+                        &rows.send_at,
+                        &rows.expires_at,
+                        &rows.channels,
+                        &rows.request,
+                        &rows.created_at,
+                        &rows.not_before,
+                        &rows.node_id,
+                        &expected,
+                    ],
+                )
+                .await;
+            match result {
+                Ok(_) => {}
+                Err(e) if e.code().map(|c| c.code()) == Some(KEY_TAKEN) => {
+                    metrics::counter!(crate::metrics::INGEST_KEY_RACES_TOTAL).increment(1);
                     // Someone committed one of these keys since we looked: learn what is
                     // stored and decide again.
-                    tx.rollback().await?;
                     let stmt = client.prepare_cached(SELECT_KEYS).await?;
                     for row in client
                         .query(&stmt, &[&keys.app_id, &keys.message_id])
@@ -150,78 +180,23 @@ impl Store {
                     }
                     continue;
                 }
-            }
-            if !rows.id.is_empty() {
-                let stmt = tx.prepare_cached(INSERT_MESSAGES).await?;
-                tx.execute(
-                    &stmt,
-                    &[
-                        &rows.id,
-                        &rows.app_id,
-                        &rows.message_id,
-                        &rows.priority,
-                        &rows.status,
-                        &rows.send_at,
-                        &rows.expires_at,
-                        &rows.channels,
-                        &rows.request,
-                        &rows.created_at,
-                    ],
-                )
-                .await?;
-                let stmt = tx.prepare_cached(INSERT_QUEUE).await?;
-                tx.execute(
-                    &stmt,
-                    &[&rows.id, &rows.priority, &rows.not_before, &rows.node_id],
-                )
-                .await?;
-            }
-            if let Err(e) = tx.commit().await {
-                // If the connection broke during COMMIT its fate is unknown: ask the
-                // database on another connection before answering either way.
-                let Some(&probe) = rows.id.first() else {
-                    return Err(e.into());
-                };
-                drop(client);
-                if !matches!(self.message_exists(probe).await, Ok(true)) {
-                    return Err(e.into());
+                Err(e) if e.code().is_some() => return Err(e.into()),
+                Err(e) => {
+                    // The connection broke: the statement may or may not have committed.
+                    // Ask on another connection before answering either way.
+                    drop(client);
+                    if !matches!(self.message_exists(rows.id[0]).await, Ok(true)) {
+                        return Err(e.into());
+                    }
+                    tracing::warn!(error = %e, "the connection broke after the group was stored");
                 }
-                tracing::warn!(error = %e, "COMMIT reported an error but the rows are stored");
             }
-
-            return Ok(requests
-                .iter()
-                .enumerate()
-                .map(|(ri, req)| match failed[ri] {
-                    Some(mi) => RequestResult::Conflict(mi),
-                    None => RequestResult::Stored(
-                        req.messages
-                            .iter()
-                            .zip(&decisions[ri])
-                            .map(|(a, d)| match d {
-                                Decision::Replay(id, status) => Accepted {
-                                    id: *id,
-                                    message_id: a.message.message_id.clone(),
-                                    status: *status,
-                                    replay: true,
-                                },
-                                _ => Accepted {
-                                    id: a.id,
-                                    message_id: a.message.message_id.clone(),
-                                    status: a.message.status,
-                                    replay: false,
-                                },
-                            })
-                            .collect(),
-                    ),
-                })
-                .collect());
+            return Ok(answers(requests, &decisions, &failed));
         }
         Err(StoreError::Data(
             "idempotency keys kept changing under concurrent commits".into(),
         ))
     }
-
     /// True when a message with this id is stored.
     pub async fn message_exists(&self, id: i64) -> Result<bool, StoreError> {
         let client = self.client().await?;
@@ -257,6 +232,41 @@ impl Store {
             None => Ok(None),
         }
     }
+}
+
+/// The answers for a stored group.
+fn answers(
+    requests: &[GroupRequest],
+    decisions: &[Vec<Decision>],
+    failed: &[Option<usize>],
+) -> Vec<RequestResult> {
+    requests
+        .iter()
+        .enumerate()
+        .map(|(ri, req)| match failed[ri] {
+            Some(mi) => RequestResult::Conflict(mi),
+            None => RequestResult::Stored(
+                req.messages
+                    .iter()
+                    .zip(&decisions[ri])
+                    .map(|(a, d)| match d {
+                        Decision::Replay(id, status) => Accepted {
+                            id: *id,
+                            message_id: a.message.message_id.clone(),
+                            status: *status,
+                            replay: true,
+                        },
+                        _ => Accepted {
+                            id: a.id,
+                            message_id: a.message.message_id.clone(),
+                            status: a.message.status,
+                            replay: false,
+                        },
+                    })
+                    .collect(),
+            ),
+        })
+        .collect()
 }
 
 /// Decides every message of the group: new, replay of a stored or earlier message, or
