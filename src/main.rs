@@ -8,6 +8,11 @@ use clap::{Parser, Subcommand};
 use umsd::config::{Config, Overrides};
 use umsd::{server, telemetry};
 
+// The send path allocates many small, short-lived buffers across threads; mimalloc
+// handles that pattern with far less contention than the system allocator.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "umsd", version, about = "Unified messaging dispatch daemon")]
 struct Cli {

@@ -1,0 +1,364 @@
+//! `umsd-loadtest`: open-loop load tests for umsd.
+//!
+//! Subcommands: `bench` (R_http, R_copy and R_daemon side by side, their ratio, a steady
+//! run with CPU per accepted message), `run` (one fixed rate for a fixed time) and
+//! `find-max` (the maximum sustainable rate of one route). Without `--target` the harness
+//! starts its own umsd on a fresh data directory and stops it at the end; every run is
+//! bounded in time and requests, and only loopback targets are accepted. Results go to
+//! `--out` (default `loadtest/results/<run id>/`): `result.json` and `chart.svg`.
+
+mod copy;
+mod cpu;
+mod daemon;
+mod db;
+mod openloop;
+mod report;
+mod scenarios;
+mod search;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "umsd-loadtest",
+    version,
+    about = "Open-loop load tests for umsd (loopback targets only)",
+    long_about = "Open-loop load tests for umsd. Requests are sent at a fixed arrival rate over \
+                  a fixed set of keep-alive HTTP/1.1 connections; latency is measured from each \
+                  request's intended send time (coordinated omission corrected). Without \
+                  --target a umsd is started on a fresh temporary data directory and stopped \
+                  with SIGTERM at the end. Results: <out>/result.json and <out>/chart.svg."
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+enum Cmd {
+    /// R_http (null route), R_copy (binary COPY) and R_daemon (durable sends) side by side,
+    /// ratio = R_daemon / (1 / (1/R_http + 1/R_copy)), a count check against the database
+    /// and a steady run at a fraction of R_daemon with CPU-µs per accepted message.
+    Bench(BenchArgs),
+    /// One fixed rate for a fixed time against one route.
+    Run(RunArgs),
+    /// The maximum sustainable rate of one route.
+    FindMax(FindMaxArgs),
+}
+
+/// Which endpoint the load goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Route {
+    /// `POST /bench/messages`: parsed and validated, stored nowhere (needs
+    /// `[bench] null_route = true`).
+    Bench,
+    /// `POST /v1/messages`: durable accepts.
+    Send,
+}
+
+impl Route {
+    pub fn path(self) -> &'static str {
+        match self {
+            Route::Bench => "/bench/messages",
+            Route::Send => "/v1/messages",
+        }
+    }
+}
+
+/// The system under test and where results go.
+#[derive(Debug, Clone, Args, Serialize)]
+#[command(next_help_heading = "Target")]
+pub struct TargetArgs {
+    /// Base URL of an already running umsd (loopback only: 127.0.0.0/8, ::1, localhost).
+    /// Without it the harness starts its own umsd.
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+    /// umsd binary to start (relative to the current directory, normally the workspace
+    /// root).
+    #[arg(long, value_name = "PATH", default_value = "target/release/umsd")]
+    pub umsd_bin: PathBuf,
+    /// Config file for a started umsd instead of the one the harness writes (which enables
+    /// the null route and the demo app with an inbox channel).
+    #[arg(long, value_name = "FILE")]
+    pub umsd_config: Option<PathBuf>,
+    /// Data directory for a started umsd (kept afterwards). Default: a fresh temporary
+    /// directory, removed afterwards unless --keep.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Keep the temporary data directory of a started umsd.
+    #[arg(long)]
+    pub keep: bool,
+    /// Loopback port for a started umsd (default: a free one).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// How long a started umsd may take to answer 200 on /readyz.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    pub ready_timeout_s: u64,
+    /// How long to wait for a started umsd to exit after SIGTERM before SIGKILL.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60)]
+    pub stop_timeout_s: u64,
+    /// Database of a running umsd (libpq URL or key=value string); needed with --target for
+    /// R_copy and the count checks. A started umsd's embedded cluster is found by itself.
+    #[arg(long, value_name = "URL")]
+    #[serde(skip)]
+    pub database_url: Option<String>,
+    /// Pid of a running umsd, for CPU accounting with --target.
+    #[arg(long)]
+    pub umsd_pid: Option<u32>,
+    /// App key for HTTP Basic auth.
+    #[arg(long, default_value = "demo")]
+    pub app_key: String,
+    /// App secret for HTTP Basic auth.
+    #[arg(long, default_value = "demo-secret")]
+    #[serde(skip)]
+    pub app_secret: String,
+    /// Output directory [default: loadtest/results/<run id>/].
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Worker threads of the load generator.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+    /// Hard limit on the whole run; it is stopped (and the daemon with it) after this.
+    #[arg(long, value_name = "SECONDS", default_value_t = 1800)]
+    pub max_total_s: u64,
+}
+
+/// How load is offered.
+#[derive(Debug, Clone, Args, Serialize)]
+#[command(next_help_heading = "Load")]
+pub struct LoadArgs {
+    /// Keep-alive HTTP/1.1 connections (one worker each).
+    #[arg(long, default_value_t = 64)]
+    pub connections: usize,
+    /// Longest wait for one answer; a request not answered by then counts as a timeout.
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    pub timeout_ms: u64,
+    /// Upper bound on the requests of any one phase.
+    #[arg(long, value_name = "N", default_value_t = 2_000_000)]
+    pub max_requests: u64,
+}
+
+/// How the maximum sustainable rate is searched.
+#[derive(Debug, Clone, Args, Serialize)]
+#[command(next_help_heading = "Rate search")]
+pub struct SearchArgs {
+    /// First rate tried (req/s).
+    #[arg(long, default_value_t = 2000.0)]
+    pub start_rate: f64,
+    /// Each step up multiplies the rate by this (a failing first step divides by it).
+    #[arg(long, default_value_t = 1.3)]
+    pub step_factor: f64,
+    /// Length of each step.
+    #[arg(long, value_name = "SECONDS", default_value_t = 5.0)]
+    pub step_seconds: f64,
+    /// Pause between steps, to let the system settle.
+    #[arg(long, value_name = "MS", default_value_t = 1000)]
+    pub settle_ms: u64,
+    /// Bisection steps between the last passing and the first failing rate.
+    #[arg(long, default_value_t = 2)]
+    pub bisect_steps: u32,
+    /// Lowest rate tried when stepping down.
+    #[arg(long, default_value_t = 100.0)]
+    pub min_rate: f64,
+    /// Highest rate tried.
+    #[arg(long, default_value_t = 1_000_000.0)]
+    pub max_rate: f64,
+    /// Most steps of one search.
+    #[arg(long, default_value_t = 25)]
+    pub max_steps: u32,
+    /// A step passes only if its p99 latency is at most this.
+    #[arg(long, value_name = "MS", default_value_t = 100.0)]
+    pub p99_max_ms: f64,
+    /// A step passes only if achieved throughput is at least this fraction of the target.
+    #[arg(long, default_value_t = 0.97)]
+    pub min_throughput: f64,
+}
+
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    #[command(flatten)]
+    pub search: SearchArgs,
+    /// Messages copied for R_copy (3 rows each).
+    #[arg(long, default_value_t = 200_000, help_heading = "R_copy")]
+    pub copy_messages: u64,
+    /// Messages per COPY chunk (one transaction per chunk).
+    #[arg(long, default_value_t = 10_000, help_heading = "R_copy")]
+    pub copy_chunk: u64,
+    /// Database connections copying in parallel.
+    #[arg(long, default_value_t = 2, help_heading = "R_copy")]
+    pub copy_connections: usize,
+    /// Length of the steady run.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 20.0,
+        help_heading = "Steady run"
+    )]
+    pub steady_seconds: f64,
+    /// Rate of the steady run as a fraction of R_daemon.
+    #[arg(long, default_value_t = 0.8, help_heading = "Steady run")]
+    pub steady_fraction: f64,
+}
+
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Route to load.
+    #[arg(long, value_enum, default_value_t = Route::Bench, help_heading = "Run")]
+    pub route: Route,
+    /// Requests per second.
+    #[arg(long, default_value_t = 1000.0, help_heading = "Run")]
+    pub rate: f64,
+    /// Length of the run.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 10.0,
+        help_heading = "Run"
+    )]
+    pub duration_s: f64,
+}
+
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct FindMaxArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    #[command(flatten)]
+    pub search: SearchArgs,
+    /// Route to search.
+    #[arg(long, value_enum, default_value_t = Route::Bench, help_heading = "Route")]
+    pub route: Route,
+}
+
+impl Cmd {
+    fn target(&self) -> &TargetArgs {
+        match self {
+            Cmd::Bench(a) => &a.target,
+            Cmd::Run(a) => &a.target,
+            Cmd::FindMax(a) => &a.target,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Cmd::Bench(_) => "bench",
+            Cmd::Run(_) => "run",
+            Cmd::FindMax(_) => "find-max",
+        }
+    }
+
+    fn parameters(&self) -> Result<serde_json::Value> {
+        Ok(match self {
+            Cmd::Bench(a) => serde_json::to_value(a)?,
+            Cmd::Run(a) => serde_json::to_value(a)?,
+            Cmd::FindMax(a) => serde_json::to_value(a)?,
+        })
+    }
+}
+
+/// Seconds from a flag, checked.
+pub fn seconds(v: f64, flag: &str) -> Result<Duration> {
+    if v.is_finite() && v > 0.0 && v < 86_400.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(anyhow!(
+            "{flag} must be a positive number of seconds below a day"
+        ))
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let threads = cli.cmd.target().threads.max(1);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .context("starting the runtime")
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(scenarios::main(cli.cmd)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_match_the_brief() {
+        let cli = Cli::try_parse_from(["umsd-loadtest", "bench"]).unwrap();
+        let Cmd::Bench(a) = cli.cmd else {
+            panic!("not bench")
+        };
+        assert_eq!(a.load.connections, 64);
+        assert_eq!(a.search.start_rate, 2000.0);
+        assert_eq!(a.search.step_factor, 1.3);
+        assert_eq!(a.search.p99_max_ms, 100.0);
+        assert_eq!(a.search.min_throughput, 0.97);
+        assert_eq!(a.steady_seconds, 20.0);
+        assert_eq!(a.steady_fraction, 0.8);
+        assert_eq!(a.copy_messages, 200_000);
+        assert_eq!(a.target.umsd_bin, PathBuf::from("target/release/umsd"));
+        // secrets stay out of the report
+        let v = serde_json::to_value(&a).unwrap();
+        assert!(v["target"].get("app_secret").is_none());
+        assert!(v["target"].get("database_url").is_none());
+
+        let cli = Cli::try_parse_from([
+            "umsd-loadtest",
+            "run",
+            "--route",
+            "send",
+            "--rate",
+            "500",
+            "--target",
+            "http://127.0.0.1:8080",
+        ])
+        .unwrap();
+        let Cmd::Run(a) = cli.cmd else {
+            panic!("not run")
+        };
+        assert_eq!(a.route, Route::Send);
+        assert_eq!(a.route.path(), "/v1/messages");
+    }
+
+    #[test]
+    fn seconds_are_checked() {
+        assert!(seconds(0.0, "--x").is_err());
+        assert!(seconds(f64::NAN, "--x").is_err());
+        assert_eq!(seconds(2.5, "--x").unwrap(), Duration::from_millis(2500));
+    }
+}

@@ -1,0 +1,90 @@
+//! The single-route scenarios: `run` (one fixed rate for a fixed time) and `find-max`
+//! (the maximum sustainable rate). Against `POST /v1/messages` both end with a count check
+//! when the database is reachable.
+
+use anyhow::Result;
+use tokio::time::Instant;
+
+use super::Ctx;
+use crate::cpu;
+use crate::report::SteadySummary;
+use crate::{seconds, FindMaxArgs, Route, RunArgs};
+
+pub async fn run(ctx: &mut Ctx, a: &RunArgs) -> Result<()> {
+    let duration = seconds(a.duration_s, "--duration-s")?;
+    anyhow::ensure!(
+        a.rate.is_finite() && a.rate > 0.0,
+        "--rate must be positive"
+    );
+    ctx.preflight(a.route).await?;
+    let prefix = ctx.prefix("r");
+    let probe = ctx.probe.clone();
+    let before = probe.snapshot();
+    let t = Instant::now();
+    let i = ctx
+        .phase(
+            &format!("run @ {:.0}/s", a.rate),
+            a.route,
+            a.rate,
+            duration,
+            &prefix,
+        )
+        .await?;
+    let window = t.elapsed().as_secs_f64();
+    let after = probe.snapshot();
+    let r = ctx.phase_result(i)?.clone();
+    eprintln!(
+        "[run] {} @ {:.0}/s: achieved {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, \
+         {} ok, {} non-2xx, {} timeouts, {} errors, {} not sent",
+        r.path,
+        a.rate,
+        r.achieved_rate,
+        r.latency.p50_ms,
+        r.latency.p99_ms,
+        r.latency.p999_ms,
+        r.ok_2xx,
+        r.non_2xx,
+        r.timeouts,
+        r.errors,
+        r.not_sent
+    );
+    if a.route == Route::Send {
+        let cpu = probe
+            .umsd_pid
+            .is_some()
+            .then(|| cpu::report(&probe, &before, &after, window, r.ok_2xx));
+        ctx.report.steady = Some(SteadySummary {
+            fraction_of_r_daemon: 0.0,
+            rate: a.rate,
+            phase: i,
+            latency: r.latency.clone(),
+            ok_2xx: r.ok_2xx,
+            cpu,
+        });
+        ctx.count_check("run", &prefix, r.ok_2xx, r.timeouts + r.errors)
+            .await?;
+    }
+    Ok(())
+}
+
+pub async fn find_max(ctx: &mut Ctx, a: &FindMaxArgs) -> Result<()> {
+    ctx.preflight(a.route).await?;
+    match a.route {
+        Route::Bench => {
+            let prefix = ctx.prefix("h");
+            let s = ctx.find_max("R_http", a.route, &a.search, &prefix).await?;
+            ctx.report.r_http = Some(s);
+        }
+        Route::Send => {
+            let prefix = ctx.prefix("d");
+            let s = ctx
+                .find_max("R_daemon", a.route, &a.search, &prefix)
+                .await?;
+            let (ok, unknown) = (s.ok_2xx, s.unknown_fate);
+            ctx.report.r_daemon = Some(s);
+            ctx.count_check("R_daemon search", &prefix, ok, unknown)
+                .await?;
+        }
+    }
+    Ok(())
+}
