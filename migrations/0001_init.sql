@@ -129,8 +129,9 @@ CREATE TABLE messages (
     send_at     timestamptz,
     expires_at  timestamptz,
     channels    text[] NOT NULL,
-    -- the validated request as the app sent it (audience, content, strategy, ...)
-    request     jsonb NOT NULL,
+    -- the validated request in canonical form (audience, content, strategy, ...); json,
+    -- not jsonb: it is written once and read whole, never queried inside
+    request     json NOT NULL,
     created_at  timestamptz NOT NULL
 ) PARTITION BY RANGE (created_at);
 CREATE INDEX messages_id_idx ON messages (id);

@@ -1,33 +1,27 @@
 //! Logging and the Prometheus recorder, installed once per process.
 
-use std::sync::OnceLock;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use umsd_actors::metrics as m;
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static HANDLE: Mutex<Option<PrometheusHandle>> = Mutex::new(None);
 
 /// Installs the global recorder (once) with real histogram buckets, and a thread that
 /// runs its upkeep; later calls return the same handle.
 pub fn metrics() -> anyhow::Result<PrometheusHandle> {
-    if let Some(h) = HANDLE.get() {
+    let mut slot = HANDLE
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the metrics handle lock is poisoned"))?;
+    if let Some(h) = slot.as_ref() {
         return Ok(h.clone());
     }
     let mut builder = PrometheusBuilder::new();
     for (name, buckets) in m::HISTOGRAMS {
         builder = builder.set_buckets_for_metric(Matcher::Full((*name).to_owned()), buckets)?;
     }
-    let handle = match builder.install_recorder() {
-        Ok(h) => h,
-        // Another thread won the race: use its handle.
-        Err(_) => {
-            return HANDLE
-                .get()
-                .cloned()
-                .ok_or_else(|| anyhow::anyhow!("cannot install the metrics recorder"))
-        }
-    };
+    let handle = builder.install_recorder()?;
     m::describe();
     let upkeep = handle.clone();
     std::thread::Builder::new()
@@ -36,7 +30,8 @@ pub fn metrics() -> anyhow::Result<PrometheusHandle> {
             std::thread::sleep(Duration::from_secs(5));
             upkeep.run_upkeep();
         })?;
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    *slot = Some(handle.clone());
+    Ok(handle)
 }
 
 /// `filter` is a tracing filter string; `json` selects JSON lines.

@@ -38,9 +38,9 @@ impl Default for IngestConfig {
     fn default() -> Self {
         Self {
             max_batch: 1000,
-            max_wait: Duration::from_millis(2),
+            max_wait: Duration::from_millis(5),
             max_pending: 20_000,
-            commit_concurrency: 3,
+            commit_concurrency: 2,
             mailbox: 4096,
             node_id: 0,
         }
@@ -95,6 +95,7 @@ pub struct Ingest {
     /// Messages buffered or committing.
     pending: usize,
     in_flight: usize,
+    last_commit_end: Instant,
     timer: Option<SpawnHandle>,
     drain_waiters: Vec<oneshot::Sender<()>>,
 }
@@ -109,15 +110,44 @@ impl Ingest {
             buffered_messages: 0,
             pending: 0,
             in_flight: 0,
+            last_commit_end: Instant::now(),
             timer: None,
             drain_waiters: Vec::new(),
         }
     }
 
     /// Starts a transaction with what is buffered, if a commit slot is free.
+    ///
+    /// With no commit in flight, whatever is buffered goes at once (low latency when load is
+    /// light). While one is in flight, a further one starts only for a full batch: under
+    /// load the next batch grows during the running commit instead of being cut small,
+    /// which is where group commit saves its work.
     fn flush(&mut self, ctx: &mut Context<Self>) {
         if self.buffer.is_empty() || self.in_flight >= self.config.commit_concurrency {
             return;
+        }
+        let full = self.buffered_messages >= self.config.max_batch;
+        if self.in_flight > 0 && !full {
+            return;
+        }
+        // While commits run back to back (the last one ended less than max_wait ago), a
+        // batch that is not full waits until its oldest message has waited max_wait: under
+        // load that is what makes batches large and commits cheap per message. A message
+        // arriving at an idle ingest goes at once.
+        let idle = self.in_flight == 0 && self.last_commit_end.elapsed() >= self.config.max_wait;
+        if !full && !idle {
+            let waited = self.buffer.first().map(|w| w.since.elapsed());
+            if let Some(rest) = waited.and_then(|w| self.config.max_wait.checked_sub(w)) {
+                if !rest.is_zero() {
+                    if self.timer.is_none() {
+                        self.timer = Some(ctx.run_later(rest, |act, ctx| {
+                            act.timer = None;
+                            act.flush(ctx);
+                        }));
+                    }
+                    return;
+                }
+            }
         }
         if let Some(t) = self.timer.take() {
             ctx.cancel_future(t);
@@ -166,6 +196,7 @@ impl Ingest {
             |(requests, group, result, elapsed, taken), act, ctx| {
                 act.finish(&requests, group, result, elapsed, taken);
                 act.in_flight -= 1;
+                act.last_commit_end = Instant::now();
                 metrics::gauge!(m::INGEST_COMMITS_IN_FLIGHT).set(act.in_flight as f64);
                 // What piled up while every slot was busy has waited long enough.
                 act.flush(ctx);
@@ -284,15 +315,7 @@ impl Handler<Submit> for Ingest {
         self.pending += n;
         self.buffered_messages += n;
         metrics::gauge!(m::INGEST_QUEUE_DEPTH).set(self.pending as f64);
-        if self.buffered_messages >= self.config.max_batch {
-            self.flush(ctx);
-        } else if self.timer.is_none() {
-            let wait = self.config.max_wait;
-            self.timer = Some(ctx.run_later(wait, |act, ctx| {
-                act.timer = None;
-                act.flush(ctx);
-            }));
-        }
+        self.flush(ctx);
     }
 }
 

@@ -71,24 +71,26 @@ pub struct Cleanup {
     pub left_over: u64,
 }
 
-/// JSONB in binary COPY: a version byte (1) followed by the JSON text, so the JSON the
-/// harness already has as text is sent as is.
+/// JSON text in binary COPY, sent as is: `json` takes the text itself, `jsonb` a version
+/// byte (1) followed by the text.
 #[derive(Debug)]
-struct RawJsonb<'a>(&'a str);
+struct RawJson<'a>(&'a str);
 
-impl ToSql for RawJsonb<'_> {
+impl ToSql for RawJson<'_> {
     fn to_sql(
         &self,
-        _ty: &Type,
+        ty: &Type,
         out: &mut BytesMut,
     ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        out.put_u8(1);
+        if *ty == Type::JSONB {
+            out.put_u8(1);
+        }
         out.put_slice(self.0.as_bytes());
         Ok(IsNull::No)
     }
 
     fn accepts(ty: &Type) -> bool {
-        *ty == Type::JSONB
+        *ty == Type::JSONB || *ty == Type::JSON
     }
 
     to_sql_checked!();
@@ -158,13 +160,13 @@ async fn copy_chunk(client: &mut tokio_postgres::Client, app_id: i32, rows: &[Ro
                 Type::TIMESTAMPTZ,
                 Type::TIMESTAMPTZ,
                 Type::TEXT_ARRAY,
-                Type::JSONB,
+                Type::JSON,
                 Type::TIMESTAMPTZ,
             ],
         );
         let mut w = std::pin::pin!(w);
         for r in rows {
-            let request = RawJsonb(&r.request);
+            let request = RawJson(&r.request);
             w.as_mut()
                 .write(&[
                     &r.id,
@@ -487,10 +489,13 @@ mod tests {
     #[test]
     fn raw_jsonb_writes_version_byte() {
         let mut buf = BytesMut::new();
-        let v = RawJsonb(r#"{"a":1}"#);
-        assert!(RawJsonb::accepts(&Type::JSONB));
-        assert!(!RawJsonb::accepts(&Type::TEXT));
+        let v = RawJson(r#"{"a":1}"#);
+        assert!(RawJson::accepts(&Type::JSONB));
+        assert!(!RawJson::accepts(&Type::TEXT));
         v.to_sql(&Type::JSONB, &mut buf).unwrap();
         assert_eq!(&buf[..], b"\x01{\"a\":1}");
+        let mut buf = BytesMut::new();
+        v.to_sql(&Type::JSON, &mut buf).unwrap();
+        assert_eq!(&buf[..], b"{\"a\":1}");
     }
 }

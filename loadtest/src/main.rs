@@ -134,8 +134,10 @@ pub struct TargetArgs {
 #[derive(Debug, Clone, Args, Serialize)]
 #[command(next_help_heading = "Load")]
 pub struct LoadArgs {
-    /// Keep-alive HTTP/1.1 connections (one worker each).
-    #[arg(long, default_value_t = 64)]
+    /// Keep-alive HTTP/1.1 connections (one worker each). A durable accept takes a few
+    /// milliseconds (it waits for COMMIT), so by Little's law C connections cap the rate at
+    /// C / latency: keep C well above rate × p99 so that the client is never the limit.
+    #[arg(long, default_value_t = 256)]
     pub connections: usize,
     /// Longest wait for one answer; a request not answered by then counts as a timeout.
     #[arg(long, value_name = "MS", default_value_t = 5000)]
@@ -323,7 +325,7 @@ mod tests {
         let Cmd::Bench(a) = cli.cmd else {
             panic!("not bench")
         };
-        assert_eq!(a.load.connections, 64);
+        assert_eq!(a.load.connections, 256);
         assert_eq!(a.search.start_rate, 2000.0);
         assert_eq!(a.search.step_factor, 1.3);
         assert_eq!(a.search.p99_max_ms, 100.0);

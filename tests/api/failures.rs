@@ -9,12 +9,15 @@ use super::{error_of, inbox_message, TestApp};
 
 #[actix_web::test]
 async fn a_full_ingest_queue_answers_503_with_retry_after() {
-    // One message may be pending; it waits 1.5 s for companions, so the next is refused.
-    let app = TestApp::spawn_with(|c| {
-        c.ingest.max_pending = 1;
-        c.ingest.max_wait_ms = 1500;
-    })
-    .await;
+    // One message may be pending. A lock held by another session stalls its commit, so
+    // the next send finds the ingest full.
+    let app = TestApp::spawn_with(|c| c.ingest.max_pending = 1).await;
+    let mut blocker = app.db().await;
+    let lock = blocker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE message_queue IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+
     let first_body = inbox_message(Some("q-1"), "u1");
     let first = app.send(&first_body);
     let second = async {
@@ -28,14 +31,20 @@ async fn a_full_ingest_queue_answers_503_with_retry_after() {
             .await
             .unwrap();
         let retry_after = res.headers().get("retry-after").cloned();
-        (
+        let answer = (
             res.status(),
             retry_after,
             res.json::<serde_json::Value>().await.unwrap(),
-        )
+        );
+        lock.rollback().await.unwrap();
+        answer
     };
     let ((s1, _), (s2, retry_after, b2)) = tokio::join!(first, second);
-    assert_eq!(s1, StatusCode::ACCEPTED);
+    assert_eq!(
+        s1,
+        StatusCode::ACCEPTED,
+        "the stalled send completes once the lock is gone"
+    );
     assert_eq!(s2, StatusCode::SERVICE_UNAVAILABLE);
     assert!(retry_after.is_some(), "503 carries Retry-After");
     assert_eq!(error_of(&b2).0, "queue_full");
@@ -45,6 +54,15 @@ async fn a_full_ingest_queue_answers_503_with_retry_after() {
             .await,
         0
     );
+    // A batch larger than the ingest may hold is refused whole.
+    let batch =
+        serde_json::json!({"messages": [inbox_message(None, "a"), inbox_message(None, "b")]});
+    let (status, body) = app
+        .post_as(("demo", "demo-secret"), "/v1/messages/batch", &batch)
+        .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error_of(&body).0, "queue_full");
+    assert_eq!(app.stored().await, 1);
 }
 
 /// Makes the test database refuse connections and drops the ones umsd holds.

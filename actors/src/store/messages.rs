@@ -67,7 +67,7 @@ const INSERT_GROUP: &str = "WITH k AS (
        INSERT INTO messages (id, app_id, message_id, priority, status, send_at, expires_at,
                              channels, request, created_at)
        SELECT id, app_id, message_id, priority, status, send_at, expires_at,
-              string_to_array(channels, ','), request::jsonb, created_at
+              string_to_array(channels, ','), request::json, created_at
        FROM UNNEST($7::int8[], $8::int4[], $9::text[], $10::int2[], $11::int2[],
                    $12::timestamptz[], $13::timestamptz[], $14::text[], $15::text[],
                    $16::timestamptz[])
