@@ -134,11 +134,14 @@ CREATE TABLE messages (
     request     json NOT NULL,
     created_at  timestamptz NOT NULL
 ) PARTITION BY RANGE (created_at);
-CREATE INDEX messages_id_idx ON messages (id);
-CREATE INDEX messages_app_created_idx ON messages (app_id, created_at DESC);
+-- One index serves both lookups by id (always within an app) and an app's history newest
+-- first (ids are time-ordered); every index is paid for on each accepted message.
+CREATE INDEX messages_app_id_idx ON messages (app_id, id);
 
 -- Idempotency keys: narrow, one row per message that carried a `message_id`. Kept as long
--- as the messages they point to (at least 24 h), pruned by time in batches.
+-- as the messages they point to (at least 24 h), pruned by time in batches. Rows arrive in
+-- time order, so the expired ones sit at the front of the heap and the pruning scan needs
+-- no index of its own.
 CREATE TABLE message_keys (
     app_id     integer NOT NULL,
     message_id text NOT NULL,
@@ -150,7 +153,6 @@ CREATE TABLE message_keys (
     created_at timestamptz NOT NULL,
     PRIMARY KEY (app_id, message_id)
 );
-CREATE INDEX message_keys_created_idx ON message_keys (created_at);
 
 -- Work to do: committed messages the planner has not expanded yet. Rows leave quickly.
 CREATE TABLE message_queue (

@@ -7,6 +7,7 @@
 //! `max_pending`. It never answers before COMMIT returns, and never drops a request
 //! without answering it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -220,24 +221,32 @@ impl Ingest {
                 metrics::histogram!(m::INGEST_COMMIT_DURATION_SECONDS)
                     .record(elapsed.as_secs_f64());
                 metrics::histogram!(m::INGEST_BATCH_SIZE).record(taken as f64);
-                for ((w, r), req) in group.into_iter().zip(results).zip(requests) {
-                    if let RequestResult::Stored(list) = &r {
-                        for a in list {
-                            if a.replay {
-                                metrics::counter!(m::MESSAGES_REPLAYED_TOTAL,
-                                    "app" => w.app_key.to_string())
-                                .increment(1);
-                            }
-                        }
+                // Counted per batch, not per message: one registry lookup per label set.
+                let mut accepted: HashMap<(&str, &'static str), u64> = HashMap::new();
+                let mut replayed: HashMap<&str, u64> = HashMap::new();
+                for ((w, r), req) in group.iter().zip(&results).zip(requests) {
+                    if let RequestResult::Stored(list) = r {
                         for (a, msg) in list.iter().zip(&req.messages) {
-                            if !a.replay {
-                                metrics::counter!(m::MESSAGES_ACCEPTED_TOTAL,
-                                    "app" => w.app_key.to_string(),
-                                    "priority" => msg.message.priority.as_str())
-                                .increment(1);
+                            if a.replay {
+                                *replayed.entry(&w.app_key).or_default() += 1;
+                            } else {
+                                *accepted
+                                    .entry((&w.app_key, msg.message.priority.as_str()))
+                                    .or_default() += 1;
                             }
                         }
                     }
+                }
+                for ((app, priority), n) in accepted {
+                    metrics::counter!(m::MESSAGES_ACCEPTED_TOTAL,
+                        "app" => app.to_owned(), "priority" => priority)
+                    .increment(n);
+                }
+                for (app, n) in replayed {
+                    metrics::counter!(m::MESSAGES_REPLAYED_TOTAL, "app" => app.to_owned())
+                        .increment(n);
+                }
+                for (w, r) in group.into_iter().zip(results) {
                     // The caller may have gone away; the message is stored either way.
                     let _ = w.reply.send(Ok(r));
                 }

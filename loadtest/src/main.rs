@@ -191,6 +191,12 @@ pub struct BenchArgs {
     pub load: LoadArgs,
     #[command(flatten)]
     pub search: SearchArgs,
+    /// Rounds of (R_http, R_copy, R_daemon), each measured back to back; the round with
+    /// the median ratio is reported as the result. A shared machine's speed drifts over
+    /// minutes: pairing the three figures per round and taking the median keeps the ratio
+    /// honest.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     /// Messages copied for R_copy (3 rows each).
     #[arg(long, default_value_t = 200_000, help_heading = "R_copy")]
     pub copy_messages: u64,

@@ -93,6 +93,8 @@ pub struct Report {
     pub r_ref: Option<f64>,
     /// `R_daemon / R_ref`.
     pub ratio: Option<f64>,
+    /// Every round's figures (the fields above are the median round's).
+    pub rounds: Vec<RoundSummary>,
     pub count_checks: Vec<CountCheck>,
     pub steady: Option<SteadySummary>,
     /// Every load phase in order, each with its per-second series.
@@ -101,6 +103,17 @@ pub struct Report {
     pub problems: Vec<String>,
     /// The error that stopped the run, if one did.
     pub error: Option<String>,
+}
+
+/// One round of the bench scenario: the three rates measured back to back.
+#[derive(Debug, Clone, Serialize)]
+pub struct RoundSummary {
+    pub round: usize,
+    pub r_http: Option<f64>,
+    pub r_copy: f64,
+    pub r_daemon: Option<f64>,
+    pub r_ref: Option<f64>,
+    pub ratio: Option<f64>,
 }
 
 /// `1 / (1/a + 1/b)`: the rate of doing both things one after the other.
@@ -351,6 +364,20 @@ pub fn summary(report: &Report, out_dir: &Path) -> String {
     }
     if let Some(r) = report.ratio {
         let _ = writeln!(s, "ratio    = {r:.3}  (R_daemon / R_ref)");
+    }
+    if report.rounds.len() > 1 {
+        let _ = writeln!(s, "rounds (the figures above are the median round's):");
+        for r in &report.rounds {
+            let _ = writeln!(
+                s,
+                "  round {}: R_http {:>8}  R_copy {:>8}  R_daemon {:>8}  ratio {}",
+                r.round,
+                rate(r.r_http),
+                format!("{:.0}/s", r.r_copy),
+                rate(r.r_daemon),
+                r.ratio.map_or("-".to_owned(), |v| format!("{v:.3}"))
+            );
+        }
     }
     for c in &report.count_checks {
         let _ = writeln!(

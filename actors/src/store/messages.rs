@@ -185,7 +185,7 @@ impl Store {
                     // The connection broke: the statement may or may not have committed.
                     // Ask on another connection before answering either way.
                     drop(client);
-                    if !matches!(self.message_exists(rows.id[0]).await, Ok(true)) {
+                    if !matches!(self.message_exists(rows.app_id[0], rows.id[0]).await, Ok(true)) {
                         return Err(e.into());
                     }
                     tracing::warn!(error = %e, "the connection broke after the group was stored");
@@ -198,12 +198,12 @@ impl Store {
         ))
     }
     /// True when a message with this id is stored.
-    pub async fn message_exists(&self, id: i64) -> Result<bool, StoreError> {
+    pub async fn message_exists(&self, app_id: i32, id: i64) -> Result<bool, StoreError> {
         let client = self.client().await?;
         let row = client
             .query_opt(
-                "SELECT 1 FROM messages WHERE id = $1 AND created_at = $2",
-                &[&id, &id_time(id)],
+                "SELECT 1 FROM messages WHERE app_id = $1 AND id = $2 AND created_at = $3",
+                &[&app_id, &id, &id_time(id)],
             )
             .await?;
         Ok(row.is_some())

@@ -16,7 +16,7 @@ use super::Ctx;
 use crate::copy::{self, CopyParams};
 use crate::cpu;
 use crate::db;
-use crate::report::{self, SteadySummary};
+use crate::report::{self, RoundSummary, SteadySummary};
 use crate::{seconds, BenchArgs, Route};
 
 pub async fn run(ctx: &mut Ctx, a: &BenchArgs) -> Result<()> {
@@ -30,81 +30,53 @@ pub async fn run(ctx: &mut Ctx, a: &BenchArgs) -> Result<()> {
     ctx.preflight(Route::Bench).await?;
     ctx.preflight(Route::Send).await?;
 
-    // 1. R_http
-    eprintln!("== R_http: POST /bench/messages ==");
-    let prefix = ctx.prefix("h");
-    let http = ctx
-        .find_max("R_http", Route::Bench, &a.search, &prefix)
-        .await?;
-    let r_http = http.max_rate;
-    ctx.report.r_http = Some(http);
-    settle(a).await;
-
-    // 2. R_copy
-    eprintln!(
-        "== R_copy: binary COPY of {} messages, chunks of {}, {} connections ==",
-        a.copy_messages, a.copy_chunk, a.copy_connections
-    );
+    if a.rounds == 0 {
+        return Err(anyhow!("--rounds must be at least 1"));
+    }
     let app_id = {
         let client = db::connect(&db_target).await?;
         db::app_id(&client, &ctx.app_key).await?
     };
-    let params = CopyParams {
-        messages: a.copy_messages,
-        chunk: a.copy_chunk,
-        connections: a.copy_connections,
-    };
-    let copy_prefix = format!("cp-{}-", ctx.run_id);
-    let offset = ctx.run_start.elapsed().as_secs_f64();
-    let mut c = copy::run(&db_target, app_id, &copy_prefix, &params).await?;
-    c.start_offset_s = offset;
-    eprintln!(
-        "[R_copy] {:.0} messages/s ({:.0} rows/s) in {:.2} s; cleanup removed {}+{}+{} rows in {:.2} s",
-        c.messages_per_second,
-        c.rows_per_second,
-        c.elapsed_s,
-        c.cleanup.deleted_messages,
-        c.cleanup.deleted_message_keys,
-        c.cleanup.deleted_message_queue,
-        c.cleanup.elapsed_s
-    );
-    if c.cleanup.left_over > 0 || c.cleanup.deleted_messages != c.messages {
-        ctx.report.problems.push(format!(
-            "R_copy cleanup: deleted {} of {} messages, {} rows left over",
-            c.cleanup.deleted_messages, c.messages, c.cleanup.left_over
-        ));
+    let mut rounds = Vec::new();
+    for round in 1..=a.rounds {
+        rounds.push(one_round(ctx, a, &db_target, app_id, round).await?);
     }
-    let r_copy = c.messages_per_second;
-    ctx.report.r_copy = Some(c);
-    settle(a).await;
-
-    // 3. R_daemon, checked against the database
-    eprintln!("== R_daemon: POST /v1/messages ==");
-    let prefix = ctx.prefix("d");
-    let daemon = ctx
-        .find_max("R_daemon", Route::Send, &a.search, &prefix)
-        .await?;
-    let r_daemon = daemon.max_rate;
-    let (ok, unknown) = (daemon.ok_2xx, daemon.unknown_fate);
-    ctx.report.r_daemon = Some(daemon);
-    ctx.count_check("R_daemon search", &prefix, ok, unknown)
-        .await?;
-
-    // 4. ratio
-    if let Some(h) = r_http {
-        ctx.report.r_ref = report::r_ref(h, r_copy);
-    } else {
+    // The median round by ratio (rounds without a ratio sort first).
+    let mut order: Vec<usize> = (0..rounds.len()).collect();
+    order.sort_by(|&x, &y| {
+        let (rx, ry) = (rounds[x].summary.ratio, rounds[y].summary.ratio);
+        rx.unwrap_or(-1.0).total_cmp(&ry.unwrap_or(-1.0))
+    });
+    let median = order[order.len() / 2];
+    ctx.report.rounds = rounds.iter().map(|r| r.summary.clone()).collect();
+    let chosen = rounds.swap_remove(median);
+    if a.rounds > 1 {
+        eprintln!(
+            "== rounds: ratios {}; reporting round {} (the median) ==",
+            ctx.report
+                .rounds
+                .iter()
+                .map(|r| r.ratio.map_or("-".to_owned(), |v| format!("{v:.3}")))
+                .collect::<Vec<_>>()
+                .join(", "),
+            chosen.summary.round
+        );
+    }
+    ctx.report.r_http = chosen.http;
+    ctx.report.r_copy = Some(chosen.copy);
+    ctx.report.r_daemon = chosen.daemon;
+    ctx.report.r_ref = chosen.summary.r_ref;
+    ctx.report.ratio = chosen.summary.ratio;
+    if chosen.summary.r_http.is_none() {
         ctx.report
             .problems
             .push("R_http: no step passed, so no R_ref and no ratio".to_owned());
     }
-    match (r_daemon, ctx.report.r_ref) {
-        (Some(d), Some(r)) => ctx.report.ratio = Some(d / r),
-        (None, _) => ctx
-            .report
+    let r_daemon = chosen.summary.r_daemon;
+    if r_daemon.is_none() {
+        ctx.report
             .problems
-            .push("R_daemon: no step passed, so no ratio and no steady run".to_owned()),
-        _ => {}
+            .push("R_daemon: no step passed, so no ratio and no steady run".to_owned());
     }
 
     // 5. steady run with CPU accounting
@@ -172,4 +144,108 @@ pub async fn run(ctx: &mut Ctx, a: &BenchArgs) -> Result<()> {
 
 async fn settle(a: &BenchArgs) {
     tokio::time::sleep(std::time::Duration::from_millis(a.search.settle_ms)).await;
+}
+
+/// What one round measured.
+struct Round {
+    summary: RoundSummary,
+    http: Option<crate::report::SearchSummary>,
+    copy: crate::copy::CopyResult,
+    daemon: Option<crate::report::SearchSummary>,
+}
+
+/// R_http, R_copy and R_daemon back to back (R_daemon count-checked).
+async fn one_round(
+    ctx: &mut Ctx,
+    a: &BenchArgs,
+    db_target: &db::DbTarget,
+    app_id: i32,
+    round: usize,
+) -> Result<Round> {
+    let tag = |name: &str| {
+        if a.rounds > 1 {
+            format!("{name} r{round}")
+        } else {
+            name.to_owned()
+        }
+    };
+    eprintln!("== {}: POST /bench/messages ==", tag("R_http"));
+    let prefix = ctx.prefix(&format!("h{round}"));
+    let http = ctx
+        .find_max(&tag("R_http"), Route::Bench, &a.search, &prefix)
+        .await?;
+    settle(a).await;
+
+    eprintln!(
+        "== {}: binary COPY of {} messages, chunks of {}, {} connections ==",
+        tag("R_copy"),
+        a.copy_messages,
+        a.copy_chunk,
+        a.copy_connections
+    );
+    let params = CopyParams {
+        messages: a.copy_messages,
+        chunk: a.copy_chunk,
+        connections: a.copy_connections,
+    };
+    let copy_prefix = format!("cp-{}-{round}-", ctx.run_id);
+    let offset = ctx.run_start.elapsed().as_secs_f64();
+    let mut c = copy::run(db_target, app_id, &copy_prefix, &params).await?;
+    c.start_offset_s = offset;
+    eprintln!(
+        "[{}] {:.0} messages/s ({:.0} rows/s) in {:.2} s; cleanup removed {}+{}+{} rows in {:.2} s",
+        tag("R_copy"),
+        c.messages_per_second,
+        c.rows_per_second,
+        c.elapsed_s,
+        c.cleanup.deleted_messages,
+        c.cleanup.deleted_message_keys,
+        c.cleanup.deleted_message_queue,
+        c.cleanup.elapsed_s
+    );
+    if c.cleanup.left_over > 0 || c.cleanup.deleted_messages != c.messages {
+        ctx.report.problems.push(format!(
+            "R_copy cleanup: deleted {} of {} messages, {} rows left over",
+            c.cleanup.deleted_messages, c.messages, c.cleanup.left_over
+        ));
+    }
+    settle(a).await;
+
+    eprintln!("== {}: POST /v1/messages ==", tag("R_daemon"));
+    let prefix = ctx.prefix(&format!("d{round}"));
+    let daemon = ctx
+        .find_max(&tag("R_daemon"), Route::Send, &a.search, &prefix)
+        .await?;
+    let (ok, unknown) = (daemon.ok_2xx, daemon.unknown_fate);
+    ctx.count_check(&format!("{} search", tag("R_daemon")), &prefix, ok, unknown)
+        .await?;
+    settle(a).await;
+
+    let r_http = http.max_rate;
+    let r_copy = c.messages_per_second;
+    let r_daemon = daemon.max_rate;
+    let r_ref = r_http.and_then(|h| report::r_ref(h, r_copy));
+    let ratio = match (r_daemon, r_ref) {
+        (Some(d), Some(r)) => Some(d / r),
+        _ => None,
+    };
+    eprintln!(
+        "[round {round}] R_http {}, R_copy {r_copy:.0}, R_daemon {}, ratio {}",
+        r_http.map_or("-".to_owned(), |v| format!("{v:.0}")),
+        r_daemon.map_or("-".to_owned(), |v| format!("{v:.0}")),
+        ratio.map_or("-".to_owned(), |v| format!("{v:.3}")),
+    );
+    Ok(Round {
+        summary: RoundSummary {
+            round,
+            r_http,
+            r_copy,
+            r_daemon,
+            r_ref,
+            ratio,
+        },
+        http: Some(http),
+        copy: c,
+        daemon: Some(daemon),
+    })
 }
