@@ -205,16 +205,3 @@ CREATE TABLE provider_refs (
 ) PARTITION BY RANGE (created_at);
 CREATE INDEX provider_refs_lookup_idx ON provider_refs (channel_code, provider_id);
 
--- Raises SQLSTATE UM001 unless actual = expected. The group commit writes keys, messages
--- and queue rows in one statement and uses this to undo all of it when an idempotency key
--- was taken concurrently (its ON CONFLICT DO NOTHING inserted fewer keys than it was given).
-CREATE FUNCTION umsd_expect_count(actual bigint, expected bigint) RETURNS bigint
-LANGUAGE plpgsql AS $$
-BEGIN
-    IF actual <> expected THEN
-        RAISE EXCEPTION USING ERRCODE = 'UM001',
-            MESSAGE = format('expected %s new idempotency keys, inserted %s', expected, actual);
-    END IF;
-    RETURN actual;
-END
-$$;

@@ -180,3 +180,86 @@ async fn acknowledged_sends_survive_sigkill() {
     assert!(d.terminate(Duration::from_secs(60)));
     cleanup(&dir);
 }
+
+/// SIGTERM under load: umsd stops accepting, answers what it accepted, exits 0 and stops
+/// its cluster; exactly the acknowledged sends are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_under_load_loses_nothing() {
+    let dir = test_dir("graceful");
+    let port = free_port();
+    let mut d = Daemon::start(&dir, port);
+    d.wait_ready(Duration::from_secs(90)).await;
+
+    let outcomes: Arc<Mutex<HashMap<String, Outcome>>> = Arc::default();
+    let next = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..CLIENTS {
+        let (outcomes, next, stop, base) = (outcomes.clone(), next.clone(), stop.clone(), d.base());
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("graceful-{}", next.fetch_add(1, Ordering::Relaxed));
+                let res = http
+                    .post(format!("{base}/v1/messages"))
+                    .basic_auth("demo", Some("demo-secret"))
+                    .json(&inbox_message(&key))
+                    .send()
+                    .await;
+                let outcome = match res {
+                    Ok(r) if r.status().is_success() => Outcome::Acked,
+                    Ok(r) => Outcome::Refused(r.status().as_u16()),
+                    Err(_) => Outcome::NoAnswer,
+                };
+                let done = outcome == Outcome::NoAnswer;
+                outcomes.lock().unwrap().insert(key, outcome);
+                if done {
+                    break;
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        d.terminate(Duration::from_secs(60)),
+        "umsd exits 0 on SIGTERM"
+    );
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(d.postmaster(), None, "the embedded cluster was stopped");
+    assert!(d.log().contains("draining the ingest"));
+
+    // Look at what is stored (starting umsd again brings its cluster back).
+    let mut d = Daemon::start(&dir, port);
+    d.wait_ready(Duration::from_secs(60)).await;
+    let db = d.db().await;
+    let stored: HashSet<String> = db
+        .query(
+            "SELECT message_id FROM messages WHERE message_id LIKE 'graceful-%'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let outcomes = outcomes.lock().unwrap().clone();
+    let acked: HashSet<String> = outcomes
+        .iter()
+        .filter(|(_, o)| **o == Outcome::Acked)
+        .map(|(k, _)| k.clone())
+        .collect();
+    assert!(acked.len() > 50, "the load was real: {} acked", acked.len());
+    assert!(acked.is_subset(&stored), "an acknowledged send was lost");
+    // Whatever got no answer reached umsd after it stopped listening: not stored.
+    let extra: Vec<_> = stored.difference(&acked).collect();
+    assert!(extra.is_empty(), "stored without an answer: {extra:?}");
+    drop(db);
+    assert!(d.terminate(Duration::from_secs(60)));
+    cleanup(&dir);
+}

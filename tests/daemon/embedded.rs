@@ -129,3 +129,69 @@ async fn missing_postgres_binaries_are_one_clear_error() {
     );
     cleanup(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_and_migrate_commands() {
+    let dir = test_dir("commands");
+    let umsd = env!("CARGO_BIN_EXE_umsd");
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml");
+    let out = std::process::Command::new(umsd)
+        .arg("check-config")
+        .arg(&demo)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok"));
+
+    let bad = dir.join("bad.toml");
+    fs::write(&bad, "[http]\nlisten = \"127.0.0.1:1\"\nworkerz = 3\n").unwrap();
+    let out = std::process::Command::new(umsd)
+        .arg("check-config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("workerz"));
+
+    // An environment override is checked like the file.
+    let out = std::process::Command::new(umsd)
+        .arg("check-config")
+        .arg(&demo)
+        .env("UMSD_RETENTION__DAYS", "61")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("retention.days"));
+
+    // migrate: starts the embedded cluster, applies the schema, stops the cluster.
+    let out = std::process::Command::new(umsd)
+        .args(["migrate", "--config"])
+        .arg(&demo)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied: 1"));
+    assert!(
+        !dir.join("data/pg/postmaster.pid").exists(),
+        "the cluster was stopped"
+    );
+    let again = std::process::Command::new(umsd)
+        .args(["migrate", "--config"])
+        .arg(&demo)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("migrations applied: 0"));
+    cleanup(&dir);
+}

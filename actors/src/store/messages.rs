@@ -2,7 +2,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use bytes::BytesMut;
 use chrono::{DateTime, Utc};
+use futures_util::pin_mut;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 
 use super::{Store, StoreError};
 use crate::domain::ids::{id_time, parse_message_id};
@@ -55,32 +60,17 @@ enum Decision {
     Conflict,
 }
 
-/// The whole group in one statement (one round trip, one implicit transaction): keys,
-/// messages and queue rows. If a key was taken since we looked, `umsd_expect_count` raises
-/// UM001 and nothing of the statement is kept.
-const INSERT_GROUP: &str = "WITH k AS (
-       INSERT INTO message_keys (app_id, message_id, id, body_hash, status, created_at)
-       SELECT * FROM UNNEST($1::int4[], $2::text[], $3::int8[], $4::bytea[], $5::int2[],
-                            $6::timestamptz[])
-       ON CONFLICT DO NOTHING RETURNING 1
-     ), m AS (
-       INSERT INTO messages (id, app_id, message_id, priority, status, send_at, expires_at,
-                             channels, request, created_at)
-       SELECT id, app_id, message_id, priority, status, send_at, expires_at,
-              string_to_array(channels, ','), request::json, created_at
-       FROM UNNEST($7::int8[], $8::int4[], $9::text[], $10::int2[], $11::int2[],
-                   $12::timestamptz[], $13::timestamptz[], $14::text[], $15::text[],
-                   $16::timestamptz[])
-         AS t(id, app_id, message_id, priority, status, send_at, expires_at, channels,
-              request, created_at)
-     ), q AS (
-       INSERT INTO message_queue (id, priority, not_before, node_id)
-       SELECT * FROM UNNEST($7::int8[], $10::int2[], $17::timestamptz[], $18::int4[])
-     )
-     SELECT umsd_expect_count((SELECT count(*) FROM k), $19)";
-
-/// SQLSTATE raised by `umsd_expect_count`.
-const KEY_TAKEN: &str = "UM001";
+// The group is written with binary COPY, the cheapest way into PostgreSQL, inside one
+// transaction: keys first, so that a key taken by a concurrent commit fails the COPY
+// (unique violation) before anything else is sent.
+const COPY_KEYS: &str = "COPY message_keys (app_id, message_id, id, body_hash, status, created_at)
+     FROM STDIN (FORMAT binary)";
+const COPY_MESSAGES: &str =
+    "COPY messages (id, app_id, message_id, priority, status, send_at, expires_at,
+                           channels, request, created_at) FROM STDIN (FORMAT binary)";
+const COPY_QUEUE: &str =
+    "COPY message_queue (id, priority, not_before, node_id) FROM STDIN (FORMAT binary)";
+const KEYS_PKEY: &str = "message_keys_pkey";
 
 const SELECT_KEYS: &str =
     "SELECT k.app_id, k.message_id, k.id, k.body_hash, k.status FROM message_keys k
@@ -92,7 +82,7 @@ const MAX_ATTEMPTS: usize = 4;
 
 impl Store {
     /// Stores a group of requests in one transaction: idempotency keys, messages and their
-    /// work-queue rows, each table written with one batched statement. A request whose
+    /// work-queue rows, each table written with one binary COPY. A request whose
     /// message reuses a key with a different body is answered `Conflict` and nothing of it
     /// is stored; a replay (same key, same body) is answered with the first answer.
     pub async fn commit_group(
@@ -101,72 +91,42 @@ impl Store {
         node_id: i32,
     ) -> Result<Vec<RequestResult>, StoreError> {
         let mut known: HashMap<(i32, String), KnownKey> = HashMap::new();
-        let client = self.client().await?;
+        let mut client = self.client().await?;
         for _ in 0..MAX_ATTEMPTS {
             let (decisions, failed) = plan(requests, &known);
 
             // Rows to write: the New messages of requests that did not fail.
-            let mut keys = KeyColumns::default();
-            let mut rows = MessageColumns::default();
+            let mut rows = Vec::new();
             for (ri, req) in requests.iter().enumerate() {
                 if failed[ri].is_some() {
                     continue;
                 }
-                for (mi, a) in req.messages.iter().enumerate() {
-                    if !matches!(decisions[ri][mi], Decision::New) {
-                        continue;
+                for (a, d) in req.messages.iter().zip(&decisions[ri]) {
+                    if matches!(d, Decision::New) {
+                        rows.push(Row {
+                            app_id: req.app_id,
+                            a,
+                            created_at: id_time(a.id),
+                        });
                     }
-                    let created_at = id_time(a.id);
-                    if let Some(key) = &a.message.message_id {
-                        keys.push(req.app_id, key, a, created_at);
-                    }
-                    rows.push(req.app_id, a, created_at, node_id);
                 }
             }
-
-            if rows.id.is_empty() {
+            let Some((first_app, first)) = rows.first().map(|r| (r.app_id, r.a.id)) else {
                 // Only replays: nothing to write.
                 return Ok(answers(requests, &decisions, &failed));
-            }
-            let stmt = client.prepare_cached(INSERT_GROUP).await?;
-            let expected = keys.app_id.len() as i64;
-            let result = client
-                .query_one(
-                    &stmt,
-                    &[
-                        &keys.app_id,
-                        &keys.message_id,
-                        &keys.id,
-                        &keys.hash,
-                        &keys.status,
-                        &keys.created_at,
-                        &rows.id,
-                        &rows.app_id,
-                        &rows.message_id,
-                        &rows.priority,
-                        &rows.status,
-                        &rows.send_at,
-                        &rows.expires_at,
-                        &rows.channels,
-                        &rows.request,
-                        &rows.created_at,
-                        &rows.not_before,
-                        &rows.node_id,
-                        &expected,
-                    ],
-                )
-                .await;
-            match result {
-                Ok(_) => {}
-                Err(e) if e.code().map(|c| c.code()) == Some(KEY_TAKEN) => {
+            };
+            match write_group(&mut client, &rows, node_id).await {
+                Ok(()) => return Ok(answers(requests, &decisions, &failed)),
+                Err(e) if is_key_taken(&e) => {
                     metrics::counter!(crate::metrics::INGEST_KEY_RACES_TOTAL).increment(1);
                     // Someone committed one of these keys since we looked: learn what is
                     // stored and decide again.
+                    let (apps, keys): (Vec<i32>, Vec<&str>) = rows
+                        .iter()
+                        .filter_map(|r| Some((r.app_id, r.a.message.message_id.as_deref()?)))
+                        .unzip();
                     let stmt = client.prepare_cached(SELECT_KEYS).await?;
-                    for row in client
-                        .query(&stmt, &[&keys.app_id, &keys.message_id])
-                        .await?
-                    {
+                    for row in client.query(&stmt, &[&apps, &keys]).await? {
                         let status: i16 = row.get(4);
                         known.insert(
                             (row.get(0), row.get(1)),
@@ -178,20 +138,19 @@ impl Store {
                             },
                         );
                     }
-                    continue;
                 }
                 Err(e) if e.code().is_some() => return Err(e.into()),
                 Err(e) => {
-                    // The connection broke: the statement may or may not have committed.
+                    // The connection broke: the transaction may or may not have committed.
                     // Ask on another connection before answering either way.
                     drop(client);
-                    if !matches!(self.message_exists(rows.app_id[0], rows.id[0]).await, Ok(true)) {
+                    if !matches!(self.message_exists(first_app, first).await, Ok(true)) {
                         return Err(e.into());
                     }
                     tracing::warn!(error = %e, "the connection broke after the group was stored");
+                    return Ok(answers(requests, &decisions, &failed));
                 }
             }
-            return Ok(answers(requests, &decisions, &failed));
         }
         Err(StoreError::Data(
             "idempotency keys kept changing under concurrent commits".into(),
@@ -335,60 +294,134 @@ fn plan(
     }
 }
 
-#[derive(Default)]
-struct KeyColumns {
-    app_id: Vec<i32>,
-    message_id: Vec<String>,
-    id: Vec<i64>,
-    hash: Vec<Vec<u8>>,
-    status: Vec<i16>,
-    created_at: Vec<DateTime<Utc>>,
+/// One message to write, with what the COPY rows need.
+struct Row<'a> {
+    app_id: i32,
+    a: &'a Assigned,
+    created_at: DateTime<Utc>,
 }
 
-impl KeyColumns {
-    fn push(&mut self, app_id: i32, key: &str, a: &Assigned, created_at: DateTime<Utc>) {
-        self.app_id.push(app_id);
-        self.message_id.push(key.to_owned());
-        self.id.push(a.id);
-        self.hash.push(a.message.body_hash.to_vec());
-        self.status.push(a.message.status.as_i16());
-        self.created_at.push(created_at);
+/// JSON text for a `json` column in binary COPY: the text itself.
+#[derive(Debug)]
+struct JsonText<'a>(&'a str);
+
+impl ToSql for JsonText<'_> {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(IsNull::No)
     }
-}
 
-#[derive(Default)]
-struct MessageColumns {
-    id: Vec<i64>,
-    app_id: Vec<i32>,
-    message_id: Vec<Option<String>>,
-    priority: Vec<i16>,
-    status: Vec<i16>,
-    send_at: Vec<Option<DateTime<Utc>>>,
-    expires_at: Vec<Option<DateTime<Utc>>>,
-    channels: Vec<String>,
-    request: Vec<String>,
-    created_at: Vec<DateTime<Utc>>,
-    not_before: Vec<DateTime<Utc>>,
-    node_id: Vec<i32>,
-}
-
-impl MessageColumns {
-    fn push(&mut self, app_id: i32, a: &Assigned, created_at: DateTime<Utc>, node_id: i32) {
-        let m = &a.message;
-        self.id.push(a.id);
-        self.app_id.push(app_id);
-        self.message_id.push(m.message_id.clone());
-        self.priority.push(m.priority.as_i16());
-        self.status.push(m.status.as_i16());
-        self.send_at.push(m.send_at);
-        self.expires_at.push(m.expires_at);
-        self.channels.push(m.channels.join(","));
-        self.request.push(m.request_json.clone());
-        self.created_at.push(created_at);
-        self.not_before
-            .push(m.send_at.map_or(created_at, |t| t.max(created_at)));
-        self.node_id.push(node_id);
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSON
     }
+
+    to_sql_checked!();
+}
+
+/// True for the unique violation a concurrent commit of the same key causes.
+fn is_key_taken(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        *db.code() == SqlState::UNIQUE_VIOLATION && db.constraint() == Some(KEYS_PKEY)
+    })
+}
+
+/// One transaction: COPY keys, COPY messages, COPY queue rows, COMMIT.
+async fn write_group(
+    client: &mut deadpool_postgres::Object,
+    rows: &[Row<'_>],
+    node_id: i32,
+) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    if rows.iter().any(|r| r.a.message.message_id.is_some()) {
+        let stmt = tx.prepare_cached(COPY_KEYS).await?;
+        let writer = BinaryCopyInWriter::new(
+            tx.copy_in(&stmt).await?,
+            &[
+                Type::INT4,
+                Type::TEXT,
+                Type::INT8,
+                Type::BYTEA,
+                Type::INT2,
+                Type::TIMESTAMPTZ,
+            ],
+        );
+        pin_mut!(writer);
+        for r in rows {
+            let m = &r.a.message;
+            if let Some(key) = &m.message_id {
+                writer
+                    .as_mut()
+                    .write(&[
+                        &r.app_id,
+                        key,
+                        &r.a.id,
+                        &m.body_hash.as_slice(),
+                        &m.status.as_i16(),
+                        &r.created_at,
+                    ])
+                    .await?;
+            }
+        }
+        writer.finish().await?;
+    }
+
+    let stmt = tx.prepare_cached(COPY_MESSAGES).await?;
+    let writer = BinaryCopyInWriter::new(
+        tx.copy_in(&stmt).await?,
+        &[
+            Type::INT8,
+            Type::INT4,
+            Type::TEXT,
+            Type::INT2,
+            Type::INT2,
+            Type::TIMESTAMPTZ,
+            Type::TIMESTAMPTZ,
+            Type::TEXT_ARRAY,
+            Type::JSON,
+            Type::TIMESTAMPTZ,
+        ],
+    );
+    pin_mut!(writer);
+    for r in rows {
+        let m = &r.a.message;
+        writer
+            .as_mut()
+            .write(&[
+                &r.a.id,
+                &r.app_id,
+                &m.message_id,
+                &m.priority.as_i16(),
+                &m.status.as_i16(),
+                &m.send_at,
+                &m.expires_at,
+                &m.channels,
+                &JsonText(&m.request_json),
+                &r.created_at,
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+
+    let stmt = tx.prepare_cached(COPY_QUEUE).await?;
+    let writer = BinaryCopyInWriter::new(
+        tx.copy_in(&stmt).await?,
+        &[Type::INT8, Type::INT2, Type::TIMESTAMPTZ, Type::INT4],
+    );
+    pin_mut!(writer);
+    for r in rows {
+        let m = &r.a.message;
+        let not_before = m.send_at.map_or(r.created_at, |t| t.max(r.created_at));
+        writer
+            .as_mut()
+            .write(&[&r.a.id, &m.priority.as_i16(), &not_before, &node_id])
+            .await?;
+    }
+    writer.finish().await?;
+    tx.commit().await
 }
 
 /// A stored message with its funnel.
