@@ -867,7 +867,7 @@ mod tests {
             (
                 serde_json::json!({"audience": {"user_ids": ["u1"]}, "channels": ["inbox"],
                 "content": {"inbox": {"title": "t"}}}),
-                "content.inbox",
+                "content.inbox.body",
                 "missing_field",
             ),
             (
