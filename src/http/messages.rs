@@ -158,15 +158,26 @@ fn accepted_json(a: &Accepted) -> Value {
     })
 }
 
+/// What the send route and the benchmark null route share: authenticate, read, parse,
+/// validate.
+async fn accept_one(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<(AuthedApp, NewMessage), ApiError> {
+    let app = auth::app(req, state)?;
+    let body = read_body(req, payload).await?;
+    let request: SendRequest = parse_json(&body)?;
+    let message = validate(&app, request)?;
+    Ok((app, message))
+}
+
 async fn send(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let app = auth::app(&req, &state)?;
-    let body = read_body(&req, payload).await?;
-    let request: SendRequest = parse_json(&body)?;
-    let message = validate(&app, request)?;
+    let (app, message) = accept_one(&req, payload, &state).await?;
     let app_id = app.entry()?.id;
     check_references(&state, app_id, std::slice::from_ref(&message), |_| None).await?;
     let key = message.message_id.clone();
@@ -312,10 +323,7 @@ async fn bench_send(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let app = auth::app(&req, &state)?;
-    let body = read_body(&req, payload).await?;
-    let request: SendRequest = parse_json(&body)?;
-    let message = validate(&app, request)?;
+    let (_, message) = accept_one(&req, payload, &state).await?;
     let id = state.bench_ids.next_id();
     Ok(HttpResponse::Accepted().json(json!({
         "id": format_message_id(id),

@@ -116,15 +116,7 @@ async fn metrics_describe_the_send_path_with_real_histograms() {
         StatusCode::ACCEPTED
     );
     let _ = app.send(&json!({"nonsense": true})).await;
-    let text = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     for needle in [
         "umsd_http_requests_total{",
         "route=\"/v1/messages\"",

@@ -138,6 +138,18 @@ impl TestApp {
         (status, res.json::<Value>().await.unwrap_or(Value::Null))
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn db(&self) -> tokio_postgres::Client {
         common::connect(&self.pg).await
     }

@@ -466,15 +466,7 @@ async fn replays_racing_in_separate_transactions_store_one_message() {
     }
     assert_eq!(app.stored().await, 5);
     assert_eq!(app.count("SELECT count(*) FROM message_keys").await, 5);
-    let metrics = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     let races: f64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("umsd_ingest_key_races_total "))

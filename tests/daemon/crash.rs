@@ -23,28 +23,32 @@ enum Outcome {
 const CLIENTS: usize = 16;
 const KILLS: usize = 4;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_sends_survive_sigkill() {
-    let dir = test_dir("crash");
-    let port = free_port();
-    let mut d = Daemon::start(&dir, port);
-    d.wait_ready(Duration::from_secs(90)).await;
+type Outcomes = Arc<Mutex<HashMap<String, Outcome>>>;
 
-    let outcomes: Arc<Mutex<HashMap<String, Outcome>>> = Arc::default();
-    let next = Arc::new(AtomicUsize::new(0));
-    for round in 0..KILLS {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut tasks = Vec::new();
-        for _ in 0..CLIENTS {
-            let (outcomes, next, stop, base) =
-                (outcomes.clone(), next.clone(), stop.clone(), d.base());
-            tasks.push(tokio::spawn(async move {
+/// CLIENTS tasks sending `<prefix>-<n>` until `stop`, recording each answer; a task ends
+/// at its first unanswered request (the daemon is gone).
+fn load(
+    base: &str,
+    prefix: &'static str,
+    outcomes: &Outcomes,
+    next: &Arc<AtomicUsize>,
+    stop: &Arc<AtomicBool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..CLIENTS)
+        .map(|_| {
+            let (outcomes, next, stop, base) = (
+                outcomes.clone(),
+                next.clone(),
+                stop.clone(),
+                base.to_owned(),
+            );
+            tokio::spawn(async move {
                 let http = reqwest::Client::builder()
                     .timeout(Duration::from_secs(10))
                     .build()
                     .unwrap();
                 while !stop.load(Ordering::Relaxed) {
-                    let key = format!("crash-{}", next.fetch_add(1, Ordering::Relaxed));
+                    let key = format!("{prefix}-{}", next.fetch_add(1, Ordering::Relaxed));
                     let res = http
                         .post(format!("{base}/v1/messages"))
                         .basic_auth("demo", Some("demo-secret"))
@@ -56,15 +60,29 @@ async fn acknowledged_sends_survive_sigkill() {
                         Ok(r) => Outcome::Refused(r.status().as_u16()),
                         Err(_) => Outcome::NoAnswer,
                     };
-                    let failed = outcome == Outcome::NoAnswer;
+                    let gone = outcome == Outcome::NoAnswer;
                     outcomes.lock().unwrap().insert(key, outcome);
-                    if failed {
-                        // The daemon is gone; wait for the next round.
+                    if gone {
                         break;
                     }
                 }
-            }));
-        }
+            })
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_sends_survive_sigkill() {
+    let dir = test_dir("crash");
+    let port = free_port();
+    let mut d = Daemon::start(&dir, port);
+    d.wait_ready(Duration::from_secs(90)).await;
+
+    let outcomes: Outcomes = Arc::default();
+    let next = Arc::new(AtomicUsize::new(0));
+    for round in 0..KILLS {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks = load(&d.base(), "crash", &outcomes, &next, &stop);
         let wait = rand::rng().random_range(300..1500);
         tokio::time::sleep(Duration::from_millis(wait)).await;
         d.kill9();
@@ -190,38 +208,10 @@ async fn graceful_shutdown_under_load_loses_nothing() {
     let mut d = Daemon::start(&dir, port);
     d.wait_ready(Duration::from_secs(90)).await;
 
-    let outcomes: Arc<Mutex<HashMap<String, Outcome>>> = Arc::default();
+    let outcomes: Outcomes = Arc::default();
     let next = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for _ in 0..CLIENTS {
-        let (outcomes, next, stop, base) = (outcomes.clone(), next.clone(), stop.clone(), d.base());
-        tasks.push(tokio::spawn(async move {
-            let http = reqwest::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap();
-            while !stop.load(Ordering::Relaxed) {
-                let key = format!("graceful-{}", next.fetch_add(1, Ordering::Relaxed));
-                let res = http
-                    .post(format!("{base}/v1/messages"))
-                    .basic_auth("demo", Some("demo-secret"))
-                    .json(&inbox_message(&key))
-                    .send()
-                    .await;
-                let outcome = match res {
-                    Ok(r) if r.status().is_success() => Outcome::Acked,
-                    Ok(r) => Outcome::Refused(r.status().as_u16()),
-                    Err(_) => Outcome::NoAnswer,
-                };
-                let done = outcome == Outcome::NoAnswer;
-                outcomes.lock().unwrap().insert(key, outcome);
-                if done {
-                    break;
-                }
-            }
-        }));
-    }
+    let tasks = load(&d.base(), "graceful", &outcomes, &next, &stop);
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(
         d.terminate(Duration::from_secs(60)),
