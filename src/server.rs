@@ -230,6 +230,7 @@ impl Running {
         let _ = (&mut self.server_task).await;
         tracing::info!("draining the ingest");
         let _ = self.supervisor.send(Shutdown).await;
+        self.store.close();
         if let Some(db) = self.database.take() {
             db.close(&self.config).await;
         }

@@ -103,6 +103,12 @@ impl Store {
         matches!(tokio::time::timeout(deadline, probe).await, Ok(Ok(())))
     }
 
+    /// Closes the pool: idle connections are dropped, new checkouts fail. Called at
+    /// shutdown before the embedded cluster is stopped.
+    pub fn close(&self) {
+        self.pool.close();
+    }
+
     pub fn pool_status(&self) -> deadpool_postgres::Status {
         self.pool.status()
     }
