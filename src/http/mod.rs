@@ -6,6 +6,7 @@ pub mod auth;
 pub mod error;
 pub mod messages;
 pub mod ops;
+pub mod users;
 
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -38,6 +39,7 @@ pub struct AppState {
 
 pub fn configure(cfg: &mut web::ServiceConfig, bench: bool) {
     cfg.configure(messages::routes)
+        .configure(users::routes)
         .configure(admin::routes)
         .configure(ops::routes);
     if bench {

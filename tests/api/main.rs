@@ -14,6 +14,7 @@ mod admin_ops;
 mod batch;
 mod failures;
 mod send;
+mod users;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};

@@ -3,6 +3,7 @@
 
 pub mod ids;
 pub mod send;
+pub mod user;
 
 use serde::{Deserialize, Serialize};
 

@@ -761,12 +761,12 @@ pub fn is_idempotency_key(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
-fn is_user_id(s: &str) -> bool {
+pub fn is_user_id(s: &str) -> bool {
     (1..=128).contains(&s.chars().count())
         && !s.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
-fn is_address_for(ty: ChannelType, addr: &str) -> bool {
+pub fn is_address_for(ty: ChannelType, addr: &str) -> bool {
     match ty {
         ChannelType::SmsCmpp | ChannelType::Jsms => {
             let digits = addr.strip_prefix('+').unwrap_or(addr);

@@ -8,6 +8,7 @@ pub mod directory;
 pub mod messages;
 pub mod migrate;
 pub mod partitions;
+pub mod users;
 
 use std::time::Duration;
 
