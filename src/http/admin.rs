@@ -4,6 +4,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 use umsd_actors::domain::send::FieldError;
+use umsd_actors::store::directory::GrantTarget;
 
 use super::auth;
 use super::error::ApiError;
@@ -12,7 +13,8 @@ use super::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/admin/apps", web::post().to(create_app))
-        .route("/admin/apps", web::get().to(list_apps));
+        .route("/admin/apps", web::get().to(list_apps))
+        .route("/admin/apps/{key}/grants/{code}", web::put().to(put_grant));
 }
 
 #[derive(Deserialize)]
@@ -67,4 +69,46 @@ async fn list_apps(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
         })
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "apps": list })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantBody {
+    enabled: bool,
+}
+
+/// `PUT /admin/apps/{key}/grants/{code}` `{"enabled": bool}`: grants a channel to an app,
+/// or switches it off for that app. Takes effect on this node at once.
+async fn put_grant(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    auth::admin(&req, &state)?;
+    let (key, code) = path.into_inner();
+    let body = read_body(&req, payload).await?;
+    let grant: GrantBody = parse_json(&body)?;
+    let outcome = state
+        .store
+        .put_grant(&key, &code, grant.enabled)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    match outcome {
+        GrantTarget::NoApp => return Err(ApiError::NotFound(format!("no app `{key}`"))),
+        GrantTarget::NoChannel => {
+            return Err(
+                FieldError::new("unknown_channel", "code", format!("no channel `{code}`")).into(),
+            )
+        }
+        GrantTarget::Stored => {}
+    }
+    state
+        .directory
+        .reload(&state.store)
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(json!({
+        "app_key": key, "channel": code, "enabled": grant.enabled,
+    })))
 }

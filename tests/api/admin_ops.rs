@@ -161,3 +161,57 @@ async fn the_null_route_validates_like_a_send_and_stores_nothing() {
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
+
+#[actix_web::test]
+async fn grants_switch_channels_on_and_off_for_an_app() {
+    let app = TestApp::spawn().await;
+    let grant = |key: &str, code: &str, enabled: bool| {
+        app.http
+            .put(app.url(&format!("/admin/apps/{key}/grants/{code}")))
+            .bearer_auth(ADMIN)
+            .json(&json!({ "enabled": enabled }))
+            .send()
+    };
+    let other = ("other", "other-secret");
+    let mut sms = inbox_message(None, "u1");
+    sms["channels"] = json!(["email"]);
+    sms["content"] = json!({"email": {"subject": "s", "text": "t"}});
+    assert_eq!(
+        app.post_as(other, "/v1/messages", &sms).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+
+    let res = grant("other", "email", true).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(
+        app.post_as(other, "/v1/messages", &sms).await.0,
+        StatusCode::ACCEPTED
+    );
+
+    // Switched off by the app: the channel is known but disabled.
+    assert_eq!(
+        grant("other", "email", false).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let (status, body) = app.post_as(other, "/v1/messages", &sms).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        error_of(&body),
+        ("channel_disabled".into(), Some("channels[0]".into()))
+    );
+
+    assert_eq!(
+        grant("nobody", "email", true).await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    let res = grant("other", "nope", true).await.unwrap();
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let res = app
+        .http
+        .put(app.url("/admin/apps/other/grants/email"))
+        .json(&json!({"enabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+}

@@ -270,3 +270,46 @@ impl Store {
         Ok(None)
     }
 }
+
+/// Why a grant could not be written.
+#[derive(Debug, PartialEq, Eq)]
+pub enum GrantTarget {
+    Stored,
+    NoApp,
+    NoChannel,
+}
+
+impl Store {
+    /// Grants (or switches off for the app) a channel; creates the grant if needed.
+    pub async fn put_grant(
+        &self,
+        app_key: &str,
+        channel_code: &str,
+        enabled: bool,
+    ) -> Result<GrantTarget, StoreError> {
+        let client = self.client().await?;
+        let Some(app) = client
+            .query_opt("SELECT id FROM apps WHERE app_key = $1", &[&app_key])
+            .await?
+        else {
+            return Ok(GrantTarget::NoApp);
+        };
+        let app_id: i32 = app.get(0);
+        if client
+            .query_opt("SELECT 1 FROM channels WHERE code = $1", &[&channel_code])
+            .await?
+            .is_none()
+        {
+            return Ok(GrantTarget::NoChannel);
+        }
+        client
+            .execute(
+                "INSERT INTO grants (app_id, channel_code, enabled) VALUES ($1, $2, $3)
+                 ON CONFLICT (app_id, channel_code) DO UPDATE
+                 SET enabled = EXCLUDED.enabled, updated_at = now()",
+                &[&app_id, &channel_code, &enabled],
+            )
+            .await?;
+        Ok(GrantTarget::Stored)
+    }
+}
