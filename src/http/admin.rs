@@ -36,16 +36,8 @@ async fn create_app(
     if name.is_empty() || name.chars().count() > 128 {
         return Err(FieldError::new("invalid_value", "name", "must be 1-128 characters").into());
     }
-    let (key, secret) = state
-        .store
-        .create_app(name)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
-    state
-        .directory
-        .reload(&state.store)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let (key, secret) = state.store.create_app(name).await?;
+    state.directory.reload(&state.store).await?;
     Ok(HttpResponse::Created().json(json!({
         "app_key": key, "master_secret": secret, "name": name,
     })))
@@ -89,11 +81,7 @@ async fn put_grant(
     let (key, code) = path.into_inner();
     let body = read_body(&req, payload).await?;
     let grant: GrantBody = parse_json(&body)?;
-    let outcome = state
-        .store
-        .put_grant(&key, &code, grant.enabled)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let outcome = state.store.put_grant(&key, &code, grant.enabled).await?;
     match outcome {
         GrantTarget::NoApp => return Err(ApiError::NotFound(format!("no app `{key}`"))),
         GrantTarget::NoChannel => {
@@ -103,11 +91,7 @@ async fn put_grant(
         }
         GrantTarget::Stored => {}
     }
-    state
-        .directory
-        .reload(&state.store)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    state.directory.reload(&state.store).await?;
     Ok(HttpResponse::Ok().json(json!({
         "app_key": key, "channel": code, "enabled": grant.enabled,
     })))

@@ -32,6 +32,14 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// A store failure seen by a request: the database is unreachable or failing — 503, so
+/// the caller retries; the detail goes to the log, not to the caller.
+impl From<umsd_actors::store::StoreError> for ApiError {
+    fn from(e: umsd_actors::store::StoreError) -> Self {
+        ApiError::Unavailable(e.to_string())
+    }
+}
+
 impl From<FieldError> for ApiError {
     fn from(e: FieldError) -> Self {
         ApiError::Field(e)

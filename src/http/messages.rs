@@ -102,12 +102,7 @@ async fn check_references(
     prefix: impl Fn(usize) -> Option<String>,
 ) -> Result<(), ApiError> {
     for (i, m) in messages.iter().enumerate() {
-        if let Some(missing) = state
-            .store
-            .first_missing_reference(app_id, &m.refs)
-            .await
-            .map_err(|e| ApiError::Unavailable(e.to_string()))?
-        {
+        if let Some(missing) = state.store.first_missing_reference(app_id, &m.refs).await? {
             let err = missing.missing();
             return Err(match prefix(i) {
                 Some(p) => err.prefixed(&p),
@@ -276,8 +271,7 @@ async fn get_message(
     let record = state
         .store
         .find_message(app_id, &ident)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no message `{ident}`")))?;
     Ok(HttpResponse::Ok().json(message_json(&record)))
 }

@@ -61,8 +61,7 @@ async fn put_user(
     let created = state
         .store
         .put_users(app.entry()?.id, std::slice::from_ref(&spec))
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+        .await?;
     let body = user_json(
         &spec.user_id,
         spec.enabled,
@@ -87,8 +86,7 @@ async fn get_user(
     let record = state
         .store
         .get_user(app.entry()?.id, &user_id)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        .await?
         .ok_or_else(|| ApiError::NotFound(format!("no user `{user_id}`")))?;
     Ok(HttpResponse::Ok().json(record_json(&record)))
 }
@@ -100,11 +98,7 @@ async fn delete_user(
 ) -> Result<HttpResponse, ApiError> {
     let app = auth::app(&req, &state)?;
     let user_id = path.into_inner();
-    let deleted = state
-        .store
-        .delete_user(app.entry()?.id, &user_id)
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    let deleted = state.store.delete_user(app.entry()?.id, &user_id).await?;
     if deleted {
         Ok(HttpResponse::NoContent().finish())
     } else {
@@ -200,11 +194,7 @@ async fn put_batch(
     let created = if specs.is_empty() {
         Vec::new()
     } else {
-        state
-            .store
-            .put_users(app.entry()?.id, &specs)
-            .await
-            .map_err(|e| ApiError::Unavailable(e.to_string()))?
+        state.store.put_users(app.entry()?.id, &specs).await?
     };
     for ((i, spec), created) in valid.iter().zip(created) {
         results[*i] = json!({
