@@ -84,6 +84,19 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     Ok(value)
 }
 
+/// A batch body's list must hold 1..=`max` entries; `field` names the list.
+pub fn check_batch_len(len: usize, max: usize, field: &str) -> Result<(), FieldError> {
+    if (1..=max).contains(&len) {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            "invalid_value",
+            field,
+            format!("a batch holds 1-{max} {field}"),
+        ))
+    }
+}
+
 fn validate(app: &AuthedApp, request: SendRequest) -> Result<NewMessage, FieldError> {
     let entry = app
         .entry()
@@ -209,14 +222,7 @@ async fn send_batch(
     let app = auth::app(&req, &state)?;
     let body = read_body(&req, payload).await?;
     let batch: BatchRequest = parse_json(&body)?;
-    if batch.messages.is_empty() || batch.messages.len() > MAX_BATCH {
-        return Err(FieldError::new(
-            "invalid_value",
-            "messages",
-            format!("a batch holds 1-{MAX_BATCH} messages"),
-        )
-        .into());
-    }
+    check_batch_len(batch.messages.len(), MAX_BATCH, "messages")?;
     let mut messages = Vec::with_capacity(batch.messages.len());
     for (i, m) in batch.messages.into_iter().enumerate() {
         messages.push(validate(&app, m).map_err(|e| e.prefixed(&format!("messages[{i}]")))?);

@@ -12,7 +12,7 @@ use umsd_actors::store::users::UserRecord;
 
 use super::auth::{self, AuthedApp};
 use super::error::ApiError;
-use super::messages::{parse_json, read_body};
+use super::messages::{check_batch_len, parse_json, read_body};
 use super::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -149,14 +149,7 @@ async fn put_batch(
     let app = auth::app(&req, &state)?;
     let body = read_body(&req, payload).await?;
     let batch: Batch = parse_json(&body)?;
-    if batch.users.is_empty() || batch.users.len() > MAX_BATCH {
-        return Err(FieldError::new(
-            "invalid_value",
-            "users",
-            format!("a batch holds 1-{MAX_BATCH} users"),
-        )
-        .into());
-    }
+    check_batch_len(batch.users.len(), MAX_BATCH, "users")?;
     let mut results: Vec<Value> = Vec::with_capacity(batch.users.len());
     let mut valid: Vec<(usize, UserSpec)> = Vec::new();
     for (i, row) in batch.users.into_iter().enumerate() {
