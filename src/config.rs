@@ -31,6 +31,7 @@ pub struct Config {
     pub ingest: IngestSection,
     pub retention: RetentionConfig,
     pub bench: BenchConfig,
+    pub delivery: DeliveryConfig,
     pub log: LogConfig,
     pub apps: Vec<AppConfig>,
     pub channels: Vec<ChannelConfig>,
@@ -48,9 +49,25 @@ impl Default for Config {
             ingest: IngestSection::default(),
             retention: RetentionConfig::default(),
             bench: BenchConfig::default(),
+            delivery: DeliveryConfig::default(),
             log: LogConfig::default(),
             apps: Vec::new(),
             channels: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeliveryConfig {
+    /// Threads (actix arbiters) the channel senders are spread over.
+    pub channel_arbiters: usize,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        Self {
+            channel_arbiters: 2,
         }
     }
 }
@@ -345,6 +362,25 @@ impl Config {
                     "must be positive",
                 ));
             }
+            if let Some(channel_type) = ChannelType::parse(&ch.channel_type) {
+                let entry = umsd_actors::directory::ChannelEntry {
+                    code: ch.code.clone(),
+                    channel_type,
+                    enabled: ch.enabled,
+                    rate_per_second: ch.rate_per_second,
+                    burst: ch.burst,
+                    pool_size: ch.pool_size,
+                    settings: ch.settings.clone(),
+                    updated_at: chrono::Utc::now(),
+                };
+                if let Err(e) = umsd_actors::providers::check_channel(&entry) {
+                    let (field, message) = e.split_once(": ").unwrap_or(("settings", &e));
+                    return Err(invalid(format!("{key}.{field}"), message.to_owned()));
+                }
+            }
+        }
+        if self.delivery.channel_arbiters == 0 || self.delivery.channel_arbiters > 64 {
+            return Err(invalid("delivery.channel_arbiters", "must be 1-64"));
         }
         for (i, app) in self.apps.iter().enumerate() {
             let key = format!("apps[{i}]");

@@ -19,7 +19,7 @@ use anyhow::Context as _;
 use umsd_actors::directory::Directory;
 use umsd_actors::domain::ids::IdGenerator;
 use umsd_actors::store::{migrate, PoolSettings, Store};
-use umsd_actors::supervisor::{GetIngest, Shutdown, Supervisor, SupervisorConfig};
+use umsd_actors::supervisor::{GetIngest, GetReceipts, Shutdown, Supervisor, SupervisorConfig};
 
 use crate::config::Config;
 use crate::embedded_pg::{self, EmbeddedOptions, EmbeddedPg};
@@ -166,6 +166,7 @@ async fn start_on(config: Config, database: &Database) -> anyhow::Result<Started
             retention_days: config.retention.days,
             directory_refresh: Duration::from_secs(10),
             partition_upkeep: Duration::from_secs(3600),
+            channel_arbiters: config.delivery.channel_arbiters,
         },
     )
     .start();
@@ -174,12 +175,19 @@ async fn start_on(config: Config, database: &Database) -> anyhow::Result<Started
         .await
         .context("the supervisor did not start")?
         .context("the ingest did not start")?;
+    let receipts = supervisor
+        .send(GetReceipts)
+        .await
+        .context("the supervisor did not start")?
+        .context("the status writer did not start")?;
 
     let ready = Arc::new(AtomicBool::new(false));
     let state = web::Data::new(AppState {
         store: store.clone(),
         directory,
         ingest,
+        supervisor: supervisor.clone(),
+        receipts,
         admin_token: config.admin_token.clone(),
         ready: ready.clone(),
         metrics,

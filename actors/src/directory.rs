@@ -37,11 +37,17 @@ impl AppEntry {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChannelEntry {
     pub code: String,
     pub channel_type: ChannelType,
     pub enabled: bool,
+    pub rate_per_second: Option<f64>,
+    pub burst: Option<i32>,
+    pub pool_size: Option<i32>,
+    /// Provider settings, credentials included: never returned by the API as they are.
+    pub settings: serde_json::Value,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -99,9 +99,17 @@ pub struct Ingest {
     last_commit_end: Instant,
     timer: Option<SpawnHandle>,
     drain_waiters: Vec<oneshot::Sender<()>>,
+    /// Woken after each commit so the planner picks the new messages up at once.
+    wake_planner: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Ingest {
+    /// Wakes `planner` after every successful commit.
+    pub fn with_planner_wake(mut self, planner: Arc<tokio::sync::Notify>) -> Self {
+        self.wake_planner = Some(planner);
+        self
+    }
+
     pub fn new(store: Store, ids: Arc<IdGenerator>, config: IngestConfig) -> Self {
         Self {
             store,
@@ -114,6 +122,7 @@ impl Ingest {
             last_commit_end: Instant::now(),
             timer: None,
             drain_waiters: Vec::new(),
+            wake_planner: None,
         }
     }
 
@@ -217,6 +226,9 @@ impl Ingest {
         metrics::gauge!(m::INGEST_QUEUE_DEPTH).set(self.pending as f64);
         match result {
             Ok(results) => {
+                if let Some(wake) = &self.wake_planner {
+                    wake.notify_one();
+                }
                 metrics::counter!(m::INGEST_COMMITS_TOTAL, "outcome" => "ok").increment(1);
                 metrics::histogram!(m::INGEST_COMMIT_DURATION_SECONDS)
                     .record(elapsed.as_secs_f64());

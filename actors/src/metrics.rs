@@ -33,6 +33,41 @@ pub const DB_POOL_CONNECTIONS: &str = "umsd_db_pool_connections";
 /// Gauge: 1 when the node is ready (`/readyz` answers 200).
 pub const READY: &str = "umsd_ready";
 
+/// Counter: messages planned (audience expanded), by `priority`.
+pub const PLANNER_MESSAGES_TOTAL: &str = "umsd_planner_messages_total";
+/// Counter: planned targets by `channel` and `outcome` (queued, or the loss reason:
+/// unknown_user, user_disabled, channel_disabled, no_address).
+pub const PLANNER_TARGETS_TOTAL: &str = "umsd_planner_targets_total";
+/// Histogram: time from a message's acceptance to its (first page's) planning.
+pub const PLANNER_LAG_SECONDS: &str = "umsd_planner_lag_seconds";
+/// Gauge: deliveries held in memory by a channel sender, by `channel` and `priority`.
+pub const CHANNEL_QUEUE_DEPTH: &str = "umsd_channel_queue_depth";
+/// Gauge: provider requests in flight, by `channel`.
+pub const CHANNEL_IN_FLIGHT: &str = "umsd_channel_in_flight";
+/// Histogram: time a ready request waited for the channel's rate limiter, by `channel`.
+pub const CHANNEL_RATE_WAIT_SECONDS: &str = "umsd_channel_rate_limit_wait_seconds";
+/// Histogram: provider request duration, by `channel` and `type`.
+pub const PROVIDER_REQUEST_DURATION_SECONDS: &str = "umsd_provider_request_duration_seconds";
+/// Counter: delivery attempts by `channel`, `type` and `outcome` (submitted, delivered,
+/// retryable, rate_limited, auth, permanent).
+pub const DELIVERY_OUTCOMES_TOTAL: &str = "umsd_delivery_outcomes_total";
+/// Counter: deliveries put back for another attempt, by `channel` and `class`.
+pub const DELIVERY_RETRIES_TOTAL: &str = "umsd_delivery_retries_total";
+/// Counter: access-token fetches by `channel` and `outcome` (ok, error).
+pub const TOKEN_REFRESHES_TOTAL: &str = "umsd_token_refreshes_total";
+/// Histogram: time from a message's acceptance to a delivery's submission, by `channel`.
+pub const ACCEPT_TO_SUBMIT_SECONDS: &str = "umsd_accept_to_submit_seconds";
+/// Counter: receipts by `channel` and `kind` (delivered, undelivered, read, clicked).
+pub const RECEIPTS_TOTAL: &str = "umsd_receipts_total";
+/// Counter: receipts whose provider id matched no delivery, by `channel`.
+pub const RECEIPTS_UNMATCHED_TOTAL: &str = "umsd_receipts_unmatched_total";
+/// Counter: status changes written, by `outcome` (applied, stale).
+pub const STATUS_WRITES_TOTAL: &str = "umsd_status_writes_total";
+/// Histogram: status changes per write transaction.
+pub const STATUS_BATCH_SIZE: &str = "umsd_status_batch_size";
+/// Gauge: status changes and receipts waiting to be written.
+pub const STATUS_PENDING: &str = "umsd_status_pending";
+
 /// Bucket bounds for latency histograms, in seconds (100 µs … 10 s).
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -50,6 +85,11 @@ pub const HISTOGRAMS: &[(&str, &[f64])] = &[
     (INGEST_BATCH_SIZE, BATCH_BUCKETS),
     (INGEST_COMMIT_DURATION_SECONDS, LATENCY_BUCKETS),
     (INGEST_WAIT_SECONDS, LATENCY_BUCKETS),
+    (PLANNER_LAG_SECONDS, LATENCY_BUCKETS),
+    (CHANNEL_RATE_WAIT_SECONDS, LATENCY_BUCKETS),
+    (PROVIDER_REQUEST_DURATION_SECONDS, LATENCY_BUCKETS),
+    (ACCEPT_TO_SUBMIT_SECONDS, LATENCY_BUCKETS),
+    (STATUS_BATCH_SIZE, BATCH_BUCKETS),
 ];
 
 /// Registers help texts with the installed recorder.
@@ -99,4 +139,48 @@ pub fn describe() {
     );
     describe_gauge!(DB_POOL_CONNECTIONS, "Database pool connections by state");
     describe_gauge!(READY, "1 when the node is ready");
+    describe_counter!(PLANNER_MESSAGES_TOTAL, "Messages planned, by priority");
+    describe_counter!(
+        PLANNER_TARGETS_TOTAL,
+        "Planned targets by channel and outcome (queued or the loss reason)"
+    );
+    describe_histogram!(
+        PLANNER_LAG_SECONDS,
+        Unit::Seconds,
+        "Time from acceptance to planning"
+    );
+    describe_gauge!(
+        CHANNEL_QUEUE_DEPTH,
+        "Deliveries held in memory by a channel sender, by priority"
+    );
+    describe_gauge!(CHANNEL_IN_FLIGHT, "Provider requests in flight");
+    describe_histogram!(
+        CHANNEL_RATE_WAIT_SECONDS,
+        Unit::Seconds,
+        "Time a ready request waited for the channel's rate limiter"
+    );
+    describe_histogram!(
+        PROVIDER_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "Provider request duration"
+    );
+    describe_counter!(
+        DELIVERY_OUTCOMES_TOTAL,
+        "Delivery attempts by channel and outcome class"
+    );
+    describe_counter!(DELIVERY_RETRIES_TOTAL, "Deliveries put back for another attempt");
+    describe_counter!(TOKEN_REFRESHES_TOTAL, "Access-token fetches by outcome");
+    describe_histogram!(
+        ACCEPT_TO_SUBMIT_SECONDS,
+        Unit::Seconds,
+        "Time from acceptance to submission to the provider"
+    );
+    describe_counter!(RECEIPTS_TOTAL, "Receipts by channel and kind");
+    describe_counter!(
+        RECEIPTS_UNMATCHED_TOTAL,
+        "Receipts whose provider id matched no delivery"
+    );
+    describe_counter!(STATUS_WRITES_TOTAL, "Status changes written, by outcome");
+    describe_histogram!(STATUS_BATCH_SIZE, "Status changes per write transaction");
+    describe_gauge!(STATUS_PENDING, "Status changes and receipts waiting to be written");
 }

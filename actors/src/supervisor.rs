@@ -3,24 +3,40 @@
 //! ```text
 //! actix System
 //! └─ Supervisor (this actor; owns start-up and shutdown order, periodic upkeep)
-//!    └─ Ingest   group commit, on its own arbiter, restarted by actix's Supervisor if it
-//!                stops itself
+//!    ├─ Ingest         group commit, on its own arbiter
+//!    ├─ Planner        audiences → deliveries, on the engine arbiter
+//!    ├─ Receipts       the one writer of delivery status, on the engine arbiter
+//!    └─ ChannelSender  one per enabled channel, spread over the channel arbiters; each
+//!                      builds its provider client (HTTP pool, SMTP pool) on its arbiter
 //! ```
 //!
-//! Later stages hang the Planner, the channel senders, strategies, receipts, callbacks and
-//! the scheduler under this actor. Shutdown order: the front door stops accepting first
-//! (outside this tree), then [`Shutdown`] drains the ingest, then the actors stop.
+//! Ingest, Planner and Receipts run under actix's `Supervisor`, which restarts an actor
+//! that stops itself. Channel senders are reconciled with the directory every second: a
+//! channel that appears or is switched on gets a sender, one whose settings changed is
+//! stopped gracefully (in-flight calls finish) and started again with the new settings,
+//! one that is removed or switched off is stopped, and a sender that died is restarted
+//! with backoff.
+//!
+//! Shutdown order: the front door stops accepting first (outside this tree), then
+//! [`Shutdown`] drains the ingest, stops the senders (each finishes its in-flight calls),
+//! flushes the status writer, and stops.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
-use crate::directory::Directory;
+use crate::channel::sender::{ChannelSender, GetState, SenderState, Stop};
+use crate::channel::{sender_config, WorkSignals};
+use crate::directory::{ChannelEntry, Directory};
 use crate::domain::ids::IdGenerator;
 use crate::ingest::{Drain, Ingest, IngestConfig};
 use crate::metrics as m;
+use crate::planner::Planner;
+use crate::providers::{self, ProviderDeps};
+use crate::receipts::{FlushAll, Receipts};
 use crate::store::Store;
 
 #[derive(Debug, Clone)]
@@ -31,6 +47,14 @@ pub struct SupervisorConfig {
     pub directory_refresh: Duration,
     /// How often day partitions are created ahead and expired ones dropped.
     pub partition_upkeep: Duration,
+    /// Arbiters (threads) the channel senders are spread over.
+    pub channel_arbiters: usize,
+}
+
+/// A running channel sender and what it was started from.
+struct Running {
+    addr: Addr<ChannelSender>,
+    entry: ChannelEntry,
 }
 
 pub struct Supervisor {
@@ -38,7 +62,18 @@ pub struct Supervisor {
     directory: Arc<Directory>,
     config: SupervisorConfig,
     ingest: Option<Addr<Ingest>>,
-    ingest_arbiter: Option<Arbiter>,
+    receipts: Option<Addr<Receipts>>,
+    arbiters: Vec<Arbiter>,
+    engine: Option<Arbiter>,
+    channel_arbiters: Vec<Arbiter>,
+    next_arbiter: usize,
+    senders: HashMap<String, Running>,
+    /// Senders being stopped for a restart: code → entry to start once stopped.
+    restarting: HashMap<String, ChannelEntry>,
+    /// Restart backoff for senders that died: code → (failures, not before).
+    backoff: HashMap<String, (u32, Instant)>,
+    signals: Arc<WorkSignals>,
+    shutting_down: bool,
 }
 
 impl Supervisor {
@@ -48,7 +83,119 @@ impl Supervisor {
             directory,
             config,
             ingest: None,
-            ingest_arbiter: None,
+            receipts: None,
+            arbiters: Vec::new(),
+            engine: None,
+            channel_arbiters: Vec::new(),
+            next_arbiter: 0,
+            senders: HashMap::new(),
+            restarting: HashMap::new(),
+            backoff: HashMap::new(),
+            signals: Arc::new(WorkSignals::default()),
+            shutting_down: false,
+        }
+    }
+
+    fn start_sender(&mut self, entry: ChannelEntry) {
+        let Some(receipts) = self.receipts.clone() else {
+            return;
+        };
+        if self.channel_arbiters.is_empty() {
+            return;
+        }
+        let config = match sender_config(&entry) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(channel = %entry.code, error = %e, "channel settings are invalid; not started");
+                self.backoff
+                    .insert(entry.code.clone(), (u32::MAX, Instant::now() + Duration::from_secs(3600)));
+                return;
+            }
+        };
+        let arbiter = &self.channel_arbiters[self.next_arbiter % self.channel_arbiters.len()];
+        self.next_arbiter += 1;
+        let deps = ProviderDeps {
+            store: self.store.clone(),
+            receipts: receipts.clone(),
+        };
+        let store = self.store.clone();
+        let signal = self.signals.get(&entry.code);
+        let addr = ChannelSender::start_in_arbiter(&arbiter.handle(), move |_| {
+            ChannelSender::new(
+                config,
+                store,
+                receipts,
+                signal,
+                Box::new(move |c| providers::build(c, &deps)),
+            )
+        });
+        tracing::info!(channel = %entry.code, r#type = entry.channel_type.as_str(), "channel sender started");
+        self.senders
+            .insert(entry.code.clone(), Running { addr, entry });
+    }
+
+    /// Brings the running senders in line with the directory.
+    fn reconcile(&mut self, ctx: &mut Context<Self>) {
+        if self.shutting_down {
+            return;
+        }
+        let snapshot = self.directory.snapshot();
+        let now = Instant::now();
+        // Stop what is gone, switched off or changed; forget what died.
+        let codes: Vec<String> = self.senders.keys().cloned().collect();
+        for code in codes {
+            let wanted = snapshot.channels.get(&code).filter(|c| c.enabled);
+            let Some(running) = self.senders.get(&code) else {
+                continue;
+            };
+            if !running.addr.connected() {
+                self.senders.remove(&code);
+                let (n, _) = self.backoff.get(&code).copied().unwrap_or((0, now));
+                let wait = Duration::from_secs(1 << n.min(6));
+                tracing::warn!(channel = %code, restart_in_s = wait.as_secs(), "channel sender stopped; restarting");
+                self.backoff.insert(code, (n.saturating_add(1), now + wait));
+                continue;
+            }
+            let changed = wanted.is_none_or(|w| *w != running.entry);
+            if changed {
+                if let Some(running) = self.senders.remove(&code) {
+                    let (tx, rx) = oneshot::channel();
+                    running.addr.do_send(Stop(tx));
+                    if let Some(w) = wanted {
+                        self.restarting.insert(code.clone(), w.clone());
+                    }
+                    let code2 = code.clone();
+                    ctx.spawn(
+                        async move {
+                            let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
+                        }
+                        .into_actor(self)
+                        .map(move |_, act, _| {
+                            if let Some(entry) = act.restarting.remove(&code2) {
+                                if !act.shutting_down {
+                                    act.start_sender(entry);
+                                }
+                            }
+                        }),
+                    );
+                }
+            }
+        }
+        // Start what is wanted and not running.
+        for (code, entry) in &snapshot.channels {
+            if !entry.enabled || self.senders.contains_key(code) || self.restarting.contains_key(code) {
+                continue;
+            }
+            if let Some((n, not_before)) = self.backoff.get(code) {
+                let same_broken = *n == u32::MAX;
+                if now < *not_before && !same_broken {
+                    continue;
+                }
+                if same_broken && now < *not_before {
+                    continue;
+                }
+            }
+            self.start_sender(entry.clone());
         }
     }
 }
@@ -57,6 +204,21 @@ impl Supervisor {
 #[derive(Message)]
 #[rtype(result = "Option<Addr<Ingest>>")]
 pub struct GetIngest;
+
+/// Asks for the status writer (provider callbacks hand it receipts).
+#[derive(Message)]
+#[rtype(result = "Option<Addr<Receipts>>")]
+pub struct GetReceipts;
+
+/// Live state of every channel sender.
+#[derive(Message)]
+#[rtype(result = "HashMap<String, SenderState>")]
+pub struct GetChannelStates;
+
+/// Re-reads the directory now and reconciles the senders (after an admin change).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reload;
 
 /// Drains the ingest (every accepted request answered) and stops the tree.
 #[derive(Message)]
@@ -67,15 +229,40 @@ impl Actor for Supervisor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        let node_id = self.config.ingest.node_id;
+        let planner_wake = Arc::new(Notify::new());
+
         let arbiter = Arbiter::new();
         let store = self.store.clone();
-        let ids = Arc::new(IdGenerator::new(self.config.ingest.node_id));
+        let ids = Arc::new(IdGenerator::new(node_id));
         let ingest_config = self.config.ingest.clone();
+        let wake = planner_wake.clone();
         let ingest = actix::Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-            Ingest::new(store, ids, ingest_config)
+            Ingest::new(store, ids, ingest_config).with_planner_wake(wake)
         });
         self.ingest = Some(ingest);
-        self.ingest_arbiter = Some(arbiter);
+        self.arbiters.push(arbiter);
+
+        let engine = Arbiter::new();
+        let store = self.store.clone();
+        let receipts =
+            actix::Supervisor::start_in_arbiter(&engine.handle(), move |_| Receipts::new(store));
+        self.receipts = Some(receipts);
+        let store = self.store.clone();
+        let directory = self.directory.clone();
+        let signals = self.signals.clone();
+        // Delivery ids come from their own generator: message ids and delivery ids live
+        // in different tables, and one generator per id space keeps each ordered.
+        let delivery_ids = Arc::new(IdGenerator::new(node_id));
+        actix::Supervisor::start_in_arbiter(&engine.handle(), move |_| {
+            Planner::new(store, directory, delivery_ids, planner_wake, signals)
+        });
+        self.engine = Some(engine);
+        for _ in 0..self.config.channel_arbiters.max(1) {
+            self.channel_arbiters.push(Arbiter::new());
+        }
+        self.reconcile(ctx);
+        ctx.run_interval(Duration::from_secs(1), |act, ctx| act.reconcile(ctx));
 
         ctx.run_interval(self.config.directory_refresh, |act, ctx| {
             let store = act.store.clone();
@@ -118,7 +305,12 @@ impl Actor for Supervisor {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        if let Some(arbiter) = self.ingest_arbiter.take() {
+        for arbiter in self
+            .arbiters
+            .drain(..)
+            .chain(self.engine.take())
+            .chain(self.channel_arbiters.drain(..))
+        {
             arbiter.stop();
         }
     }
@@ -132,11 +324,68 @@ impl Handler<GetIngest> for Supervisor {
     }
 }
 
+impl Handler<GetReceipts> for Supervisor {
+    type Result = Option<Addr<Receipts>>;
+
+    fn handle(&mut self, _: GetReceipts, _: &mut Self::Context) -> Self::Result {
+        self.receipts.clone()
+    }
+}
+
+impl Handler<GetChannelStates> for Supervisor {
+    type Result = ResponseFuture<HashMap<String, SenderState>>;
+
+    fn handle(&mut self, _: GetChannelStates, _: &mut Self::Context) -> Self::Result {
+        let senders: Vec<(String, Addr<ChannelSender>)> = self
+            .senders
+            .iter()
+            .map(|(k, r)| (k.clone(), r.addr.clone()))
+            .collect();
+        Box::pin(async move {
+            let mut out = HashMap::new();
+            for (code, addr) in senders {
+                if let Ok(Ok(state)) =
+                    tokio::time::timeout(Duration::from_secs(1), addr.send(GetState)).await
+                {
+                    out.insert(code, state);
+                }
+            }
+            out
+        })
+    }
+}
+
+impl Handler<Reload> for Supervisor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Reload, _: &mut Self::Context) -> Self::Result {
+        let store = self.store.clone();
+        let directory = self.directory.clone();
+        Box::pin(
+            async move {
+                if let Err(e) = directory.reload(&store).await {
+                    tracing::warn!(error = %e, "directory reload failed");
+                }
+            }
+            .into_actor(self)
+            .map(|_, act, ctx| {
+                // A channel whose settings were just fixed may start again at once.
+                act.backoff.retain(|_, (n, _)| *n != u32::MAX);
+                act.reconcile(ctx)
+            }),
+        )
+    }
+}
+
 impl Handler<Shutdown> for Supervisor {
     type Result = ResponseActFuture<Self, ()>;
 
     fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> Self::Result {
+        self.shutting_down = true;
         let ingest = self.ingest.clone();
+        let receipts = self.receipts.clone();
+        let senders: Vec<Addr<ChannelSender>> =
+            self.senders.drain().map(|(_, r)| r.addr).collect();
         Box::pin(
             async move {
                 if let Some(ingest) = ingest {
@@ -144,6 +393,20 @@ impl Handler<Shutdown> for Supervisor {
                     if ingest.send(Drain(tx)).await.is_ok() {
                         let _ = tokio::time::timeout(Duration::from_secs(30), rx).await;
                     }
+                }
+                let mut stops = Vec::new();
+                for s in senders {
+                    let (tx, rx) = oneshot::channel();
+                    if s.send(Stop(tx)).await.is_ok() {
+                        stops.push(rx);
+                    }
+                }
+                for rx in stops {
+                    let _ = tokio::time::timeout(Duration::from_secs(15), rx).await;
+                }
+                if let Some(receipts) = receipts {
+                    let _ = tokio::time::timeout(Duration::from_secs(15), receipts.send(FlushAll))
+                        .await;
                 }
             }
             .into_actor(self)

@@ -1,10 +1,17 @@
-//! `/admin/...`: the operator API (bearer token). This stage: apps.
+//! `/admin/...`: the operator API (bearer token): apps, grants and channels.
+
+use std::collections::HashMap;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 use umsd_actors::domain::send::FieldError;
-use umsd_actors::store::directory::GrantTarget;
+use umsd_actors::channel::sender::SenderState;
+use umsd_actors::directory::ChannelEntry;
+use umsd_actors::domain::{is_valid_channel_code, ChannelType};
+use umsd_actors::providers;
+use umsd_actors::store::directory::{ChannelSpec, GrantTarget};
+use umsd_actors::supervisor::{GetChannelStates, Reload};
 
 use super::auth;
 use super::error::ApiError;
@@ -14,7 +21,161 @@ use super::AppState;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/admin/apps", web::post().to(create_app))
         .route("/admin/apps", web::get().to(list_apps))
-        .route("/admin/apps/{key}/grants/{code}", web::put().to(put_grant));
+        .route("/admin/apps/{key}/grants/{code}", web::put().to(put_grant))
+        .route("/admin/channels", web::get().to(list_channels))
+        .route("/admin/channels/{code}", web::get().to(get_channel))
+        .route("/admin/channels/{code}", web::put().to(put_channel));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChannelBody {
+    #[serde(rename = "type")]
+    channel_type: String,
+    #[serde(default = "yes")]
+    enabled: bool,
+    rate_per_second: Option<f64>,
+    burst: Option<i32>,
+    pool_size: Option<i32>,
+    #[serde(default)]
+    settings: serde_json::Value,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// `PUT /admin/channels/{code}`: creates or replaces a channel. Its sender is started, or
+/// restarted with the new settings (in-flight calls finish first), without a restart of
+/// umsd. Settings are checked as the sender would use them; a bad one is a 422 naming it.
+async fn put_channel(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    auth::admin(&req, &state)?;
+    let code = path.into_inner();
+    if !is_valid_channel_code(&code) {
+        return Err(FieldError::new(
+            "invalid_value",
+            "code",
+            "must be 1-32 characters of [A-Za-z0-9_-]",
+        )
+        .into());
+    }
+    let body = read_body(&req, payload).await?;
+    let b: ChannelBody = parse_json(&body)?;
+    let Some(channel_type) = ChannelType::parse(&b.channel_type) else {
+        return Err(FieldError::new(
+            "invalid_value",
+            "type",
+            format!("unknown channel type `{}`", b.channel_type),
+        )
+        .into());
+    };
+    if b.settings.is_null() || !b.settings.is_object() {
+        return Err(FieldError::new("invalid_value", "settings", "must be an object").into());
+    }
+    let entry = ChannelEntry {
+        code: code.clone(),
+        channel_type,
+        enabled: b.enabled,
+        rate_per_second: b.rate_per_second,
+        burst: b.burst,
+        pool_size: b.pool_size,
+        settings: b.settings.clone(),
+        updated_at: chrono::Utc::now(),
+    };
+    if let Err(e) = providers::check_channel(&entry) {
+        let (field, message) = match e.split_once(": ") {
+            Some((f, m)) => (f.to_owned(), m.to_owned()),
+            None => ("settings".to_owned(), e),
+        };
+        return Err(FieldError::new("invalid_value", field, message).into());
+    }
+    let spec = ChannelSpec {
+        code: code.clone(),
+        channel_type,
+        enabled: b.enabled,
+        rate_per_second: b.rate_per_second,
+        burst: b.burst,
+        pool_size: b.pool_size,
+        settings: b.settings,
+    };
+    if !state.store.put_channel(&spec).await? {
+        return Err(FieldError::new(
+            "type_change",
+            "type",
+            format!("channel `{code}` exists with another type; a channel's type cannot change"),
+        )
+        .into());
+    }
+    // Reload the directory and reconcile the senders before answering.
+    let _ = state.supervisor.send(Reload).await;
+    let snapshot = state.directory.snapshot();
+    let states = channel_states(&state).await;
+    let body = snapshot
+        .channels
+        .get(&code)
+        .map(|c| channel_json(c, states.get(&code)))
+        .unwrap_or_default();
+    Ok(HttpResponse::Ok().json(body))
+}
+
+async fn channel_states(state: &AppState) -> HashMap<String, SenderState> {
+    state
+        .supervisor
+        .send(GetChannelStates)
+        .await
+        .unwrap_or_default()
+}
+
+fn channel_json(c: &ChannelEntry, live: Option<&SenderState>) -> serde_json::Value {
+    json!({
+        "code": c.code,
+        "type": c.channel_type.as_str(),
+        "enabled": c.enabled,
+        "rate_per_second": c.rate_per_second,
+        "burst": c.burst,
+        "pool_size": c.pool_size,
+        "settings": providers::redacted(&c.settings),
+        "state": match live {
+            Some(s) => json!({"running": s.error.is_none(), "sender": s}),
+            None => json!({"running": false}),
+        },
+    })
+}
+
+async fn list_channels(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    auth::admin(&req, &state)?;
+    let snapshot = state.directory.snapshot();
+    let states = channel_states(&state).await;
+    let mut list: Vec<_> = snapshot.channels.values().collect();
+    list.sort_by(|a, b| a.code.cmp(&b.code));
+    let list: Vec<_> = list
+        .into_iter()
+        .map(|c| channel_json(c, states.get(&c.code)))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "channels": list })))
+}
+
+async fn get_channel(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    auth::admin(&req, &state)?;
+    let code = path.into_inner();
+    let snapshot = state.directory.snapshot();
+    let Some(c) = snapshot.channels.get(&code) else {
+        return Err(ApiError::NotFound(format!("no channel `{code}`")));
+    };
+    let states = channel_states(&state).await;
+    Ok(HttpResponse::Ok().json(channel_json(c, states.get(&code))))
 }
 
 #[derive(Deserialize)]

@@ -30,7 +30,8 @@ pub const MAX_BATCH: usize = 100;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/messages", web::post().to(send))
         .route("/v1/messages/batch", web::post().to(send_batch))
-        .route("/v1/messages/{id}", web::get().to(get_message));
+        .route("/v1/messages/{id}", web::get().to(get_message))
+        .route("/v1/messages/{id}/deliveries", web::get().to(get_deliveries));
 }
 
 pub fn bench_routes(cfg: &mut web::ServiceConfig) {
@@ -280,6 +281,75 @@ async fn get_message(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("no message `{ident}`")))?;
     Ok(HttpResponse::Ok().json(message_json(&record)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliveryQuery {
+    user_id: Option<String>,
+    channel: Option<String>,
+    cursor: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /v1/messages/{id}/deliveries`: each delivery with every state change, in delivery
+/// id order, a page at a time (`cursor` = the previous page's `next_cursor`).
+async fn get_deliveries(
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<DeliveryQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let app = auth::app(&req, &state)?;
+    let app_id = app.entry()?.id;
+    let ident = path.into_inner();
+    let q = query.into_inner();
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(FieldError::new("invalid_value", "limit", "must be 1-1000").into());
+    }
+    let cursor = match &q.cursor {
+        None => 0,
+        Some(c) => c
+            .parse::<i64>()
+            .map_err(|_| FieldError::new("invalid_value", "cursor", "not a cursor from this API"))?,
+    };
+    let record = state
+        .store
+        .find_message(app_id, &ident)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no message `{ident}`")))?;
+    let list = state
+        .store
+        .list_deliveries(record.id, q.user_id.as_deref(), q.channel.as_deref(), cursor, limit)
+        .await?;
+    let ts = |t: &chrono::DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let next = (list.len() as i64 == limit)
+        .then(|| list.last().map(|d| d.id.to_string()))
+        .flatten();
+    let items: Vec<Value> = list
+        .iter()
+        .map(|d| {
+            let events: Vec<Value> = d
+                .events
+                .iter()
+                .map(|e| {
+                    json!({"state": e.state.as_str(), "at": ts(&e.at), "provider_id": e.provider_id,
+                           "code": e.code, "reason": e.reason})
+                })
+                .collect();
+            json!({
+                "id": d.id.to_string(), "channel": d.channel_code, "user_id": d.user_id,
+                "address": d.address, "state": d.state.as_str(), "attempts": d.attempts,
+                "provider_id": d.provider_id, "code": d.code, "reason": d.reason,
+                "created_at": ts(&d.created_at), "updated_at": ts(&d.updated_at),
+                "events": events,
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({
+        "id": format_message_id(record.id), "deliveries": items, "next_cursor": next,
+    })))
 }
 
 fn message_json(r: &MessageRecord) -> Value {

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod error;
+pub mod inbox;
 pub mod messages;
 pub mod ops;
 pub mod users;
@@ -20,6 +21,8 @@ use actix_web::web;
 use umsd_actors::directory::Directory;
 use umsd_actors::domain::ids::IdGenerator;
 use umsd_actors::ingest::Ingest;
+use umsd_actors::receipts::Receipts;
+use umsd_actors::supervisor::Supervisor;
 use umsd_actors::metrics as m;
 use umsd_actors::store::Store;
 
@@ -30,6 +33,8 @@ pub struct AppState {
     pub store: Store,
     pub directory: Arc<Directory>,
     pub ingest: Addr<Ingest>,
+    pub supervisor: Addr<Supervisor>,
+    pub receipts: Addr<Receipts>,
     pub admin_token: String,
     pub ready: Arc<AtomicBool>,
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
@@ -40,6 +45,7 @@ pub struct AppState {
 pub fn configure(cfg: &mut web::ServiceConfig, bench: bool) {
     cfg.configure(messages::routes)
         .configure(users::routes)
+        .configure(inbox::routes)
         .configure(admin::routes)
         .configure(ops::routes);
     if bench {

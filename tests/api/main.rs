@@ -12,6 +12,7 @@ mod common;
 
 mod admin_ops;
 mod batch;
+mod delivery;
 mod failures;
 mod send;
 mod users;
@@ -29,6 +30,7 @@ pub struct TestApp {
 }
 
 pub const ADMIN: &str = "test-admin";
+pub const DEMO: (&str, &str) = ("demo", "demo-secret");
 
 fn channel(code: &str, ty: &str, enabled: bool) -> ChannelConfig {
     ChannelConfig {
@@ -137,6 +139,43 @@ impl TestApp {
             .expect("request");
         let status = res.status();
         (status, res.json::<Value>().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn put_as(
+        &self,
+        app: (&str, &str),
+        path: &str,
+        body: &Value,
+    ) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .put(self.url(path))
+            .basic_auth(app.0, Some(app.1))
+            .json(body)
+            .send()
+            .await
+            .expect("request");
+        let status = res.status();
+        (status, res.json::<Value>().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.get_as(DEMO, path).await
+    }
+
+    /// Polls `GET path` (as `demo`) until `done` holds for the body, for at most `secs`.
+    pub async fn wait_for(&self, path: &str, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let (_, body) = self.get(path).await;
+            if done(&body) {
+                return body;
+            }
+            if std::time::Instant::now() > deadline {
+                panic!("timed out waiting on {path}: last answer {body}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// The `/metrics` text.

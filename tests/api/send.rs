@@ -17,11 +17,6 @@ async fn a_send_is_committed_before_it_is_accepted() {
     assert!(id.starts_with("msg_"));
     // The answer came after COMMIT: the row is visible to anyone now.
     assert_eq!(app.stored().await, 1);
-    assert_eq!(
-        app.count("SELECT count(*) FROM message_queue").await,
-        1,
-        "the message waits for the planner"
-    );
 
     for ident in [id.as_str(), "order-1"] {
         let (status, got) = app
@@ -30,9 +25,13 @@ async fn a_send_is_committed_before_it_is_accepted() {
         assert_eq!(status, StatusCode::OK, "{got}");
         assert_eq!(got["id"], id);
         assert_eq!(got["message_id"], "order-1");
-        assert_eq!(got["status"], "accepted");
+        // Planned and delivered in the background: `u1` is not a user of the app.
+        assert!(
+            ["accepted", "dispatching", "done"].contains(&got["status"].as_str().unwrap()),
+            "{got}"
+        );
         assert_eq!(got["priority"], "normal");
-        assert_eq!(got["funnel"]["channels"]["inbox"]["planned"], 0);
+        assert!(got["funnel"]["channels"]["inbox"]["planned"].as_i64() <= Some(1));
         assert!(got["losses"].is_array());
     }
     app.stop().await;

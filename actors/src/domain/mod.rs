@@ -143,6 +143,23 @@ impl ChannelType {
         }
     }
 
+    /// The binding type that holds a user's address on channels of this type; `None` for
+    /// the inbox, which is addressed by the user id itself.
+    pub fn binding_type(self) -> Option<&'static str> {
+        match self {
+            ChannelType::SmsCmpp | ChannelType::Jsms => Some("phone"),
+            ChannelType::Email => Some("email"),
+            ChannelType::Dingtalk => Some("dingtalk"),
+            ChannelType::Wecom => Some("wecom"),
+            ChannelType::Feishu => Some("feishu"),
+            ChannelType::Jpush => Some("jpush"),
+            ChannelType::WechatOa | ChannelType::WechatMp => Some("wechat_openid"),
+            ChannelType::Alipay => Some("alipay"),
+            ChannelType::Webhook => Some("webhook"),
+            ChannelType::Inbox => None,
+        }
+    }
+
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.as_str() == s)
     }
@@ -175,10 +192,12 @@ pub enum DeliveryState {
     Undelivered,
     Clicked,
     Recalled,
+    /// Opened by the recipient (DingTalk, Feishu read receipts); counts as delivered.
+    Read,
 }
 
 impl DeliveryState {
-    pub const ALL: [DeliveryState; 9] = [
+    pub const ALL: [DeliveryState; 10] = [
         DeliveryState::Planned,
         DeliveryState::Filtered,
         DeliveryState::Queued,
@@ -188,6 +207,7 @@ impl DeliveryState {
         DeliveryState::Undelivered,
         DeliveryState::Clicked,
         DeliveryState::Recalled,
+        DeliveryState::Read,
     ];
 
     pub fn as_i16(self) -> i16 {
@@ -209,6 +229,7 @@ impl DeliveryState {
             DeliveryState::Undelivered => "undelivered",
             DeliveryState::Clicked => "clicked",
             DeliveryState::Recalled => "recalled",
+            DeliveryState::Read => "read",
         }
     }
 
@@ -223,11 +244,15 @@ impl DeliveryState {
                 | DeliveryState::Delivered
                 | DeliveryState::Undelivered
                 | DeliveryState::Clicked
+                | DeliveryState::Read
         )
     }
 
     pub fn is_delivered(self) -> bool {
-        matches!(self, DeliveryState::Delivered | DeliveryState::Clicked)
+        matches!(
+            self,
+            DeliveryState::Delivered | DeliveryState::Clicked | DeliveryState::Read
+        )
     }
 
     pub fn is_failed(self) -> bool {

@@ -75,7 +75,12 @@ impl Store {
         }
         let mut channels = HashMap::new();
         for row in client
-            .query("SELECT code, type, enabled FROM channels", &[])
+            .query(
+                "SELECT code, type, enabled, rate_per_second, burst, pool_size, settings,
+                        updated_at
+                 FROM channels",
+                &[],
+            )
             .await?
         {
             let code: String = row.get(0);
@@ -90,6 +95,11 @@ impl Store {
                     code,
                     channel_type,
                     enabled: row.get(2),
+                    rate_per_second: row.get(3),
+                    burst: row.get(4),
+                    pool_size: row.get(5),
+                    settings: row.get(6),
+                    updated_at: row.get(7),
                 },
             );
         }
@@ -268,6 +278,36 @@ impl Store {
             }
         }
         Ok(None)
+    }
+}
+
+impl Store {
+    /// Creates or replaces a channel (`PUT /admin/channels/{code}`). A channel's type
+    /// cannot change: answers `false` (and writes nothing) when it exists with another.
+    pub async fn put_channel(&self, ch: &ChannelSpec) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "INSERT INTO channels (code, type, enabled, rate_per_second, burst, pool_size,
+                                       settings, source)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 'api')
+                 ON CONFLICT (code) DO UPDATE SET
+                     enabled = EXCLUDED.enabled, rate_per_second = EXCLUDED.rate_per_second,
+                     burst = EXCLUDED.burst, pool_size = EXCLUDED.pool_size,
+                     settings = EXCLUDED.settings, updated_at = now()
+                 WHERE channels.type = EXCLUDED.type",
+                &[
+                    &ch.code,
+                    &ch.channel_type.as_str(),
+                    &ch.enabled,
+                    &ch.rate_per_second,
+                    &ch.burst,
+                    &ch.pool_size,
+                    &ch.settings,
+                ],
+            )
+            .await?;
+        Ok(n == 1)
     }
 }
 

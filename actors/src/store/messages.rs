@@ -69,7 +69,7 @@ const COPY_MESSAGES: &str =
     "COPY messages (id, app_id, message_id, priority, status, send_at, expires_at,
                            channels, request, created_at) FROM STDIN (FORMAT binary)";
 const COPY_QUEUE: &str =
-    "COPY message_queue (id, priority, not_before, node_id) FROM STDIN (FORMAT binary)";
+    "COPY message_queue (id, priority, not_before, node_id, app_id) FROM STDIN (FORMAT binary)";
 const KEYS_PKEY: &str = "message_keys_pkey";
 
 const SELECT_KEYS: &str =
@@ -409,7 +409,7 @@ async fn write_group(
     let stmt = tx.prepare_cached(COPY_QUEUE).await?;
     let writer = BinaryCopyInWriter::new(
         tx.copy_in(&stmt).await?,
-        &[Type::INT8, Type::INT2, Type::TIMESTAMPTZ, Type::INT4],
+        &[Type::INT8, Type::INT2, Type::TIMESTAMPTZ, Type::INT4, Type::INT4],
     );
     pin_mut!(writer);
     for r in rows {
@@ -417,7 +417,13 @@ async fn write_group(
         let not_before = m.send_at.map_or(r.created_at, |t| t.max(r.created_at));
         writer
             .as_mut()
-            .write(&[&r.a.id, &m.priority.as_i16(), &not_before, &node_id])
+            .write(&[
+                &r.a.id,
+                &m.priority.as_i16(),
+                &not_before,
+                &node_id,
+                &r.app_id,
+            ])
             .await?;
     }
     writer.finish().await?;
@@ -480,9 +486,9 @@ async fn read_message(
     // Funnel from the deliveries: one row per (user or address, channel).
     let counts = client
         .query(
-            "SELECT channel_code, state, reason, count(*) FROM deliveries
+            "SELECT channel_code, state, coalesce(code, reason), count(*) FROM deliveries
              WHERE message_pk = $1 AND created_at >= $2
-             GROUP BY channel_code, state, reason",
+             GROUP BY 1, 2, 3",
             &[&id, &created_at],
         )
         .await?;
@@ -490,7 +496,8 @@ async fn read_message(
         .iter()
         .map(|c| (c.clone(), FunnelCounts::default()))
         .collect();
-    let mut losses = Vec::new();
+    let mut losses: BTreeMap<(&'static str, String, String), i64> = BTreeMap::new();
+    let mut pending = 0i64;
     for row in counts {
         let code: String = row.get(0);
         let state = DeliveryState::from_i16(row.get(1));
@@ -499,15 +506,18 @@ async fn read_message(
         let f = funnel_channels.entry(code.clone()).or_default();
         f.planned += n;
         if let Some(s) = state {
+            let stage = match s {
+                DeliveryState::Filtered => Some("planned_to_effective"),
+                DeliveryState::Failed => Some("effective_to_sent"),
+                DeliveryState::Undelivered => Some("sent_to_delivered"),
+                _ => None,
+            };
+            if let Some(stage) = stage {
+                let reason = reason.unwrap_or_else(|| "unknown".into());
+                *losses.entry((stage, code.clone(), reason)).or_default() += n;
+            }
             if s.is_effective() {
                 f.effective += n;
-            } else if let Some(reason) = reason {
-                losses.push(Loss {
-                    stage: "planned_to_effective".into(),
-                    channel: code.clone(),
-                    reason,
-                    count: n,
-                });
             }
             if s.is_sent() {
                 f.sent += n;
@@ -521,6 +531,32 @@ async fn read_message(
             if s.is_failed() {
                 f.failed += n;
             }
+            if matches!(
+                s,
+                DeliveryState::Planned | DeliveryState::Queued | DeliveryState::Submitted
+            ) {
+                pending += n;
+            }
+        }
+    }
+    let losses: Vec<Loss> = losses
+        .into_iter()
+        .map(|((stage, channel, reason), count)| Loss {
+            stage: stage.into(),
+            channel,
+            reason,
+            count,
+        })
+        .collect();
+    let mut status = MessageStatus::from_i16(status)
+        .ok_or_else(|| StoreError::Data(format!("message {id} has status {status}")))?;
+    if status == MessageStatus::Dispatching && pending == 0 {
+        // Every delivery is final; done once planning has finished too.
+        let planning = client
+            .query_opt("SELECT 1 FROM message_queue WHERE id = $1", &[&id])
+            .await?;
+        if planning.is_none() {
+            status = MessageStatus::Done;
         }
     }
     let users = client
@@ -546,8 +582,7 @@ async fn read_message(
     Ok(Some(MessageRecord {
         id,
         message_id: row.get(0),
-        status: MessageStatus::from_i16(status)
-            .ok_or_else(|| StoreError::Data(format!("message {id} has status {status}")))?,
+        status,
         priority: Priority::from_i16(priority)
             .ok_or_else(|| StoreError::Data(format!("message {id} has priority {priority}")))?,
         channels,

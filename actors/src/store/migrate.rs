@@ -5,8 +5,14 @@
 use super::StoreError;
 
 /// (version, name, SQL), in order.
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "init", include_str!("../../../migrations/0001_init.sql"))];
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "init", include_str!("../../../migrations/0001_init.sql")),
+    (
+        2,
+        "delivery",
+        include_str!("../../../migrations/0002_delivery.sql"),
+    ),
+];
 
 /// Arbitrary but fixed key for the advisory lock that serialises migrating nodes.
 const LOCK_KEY: i64 = 0x0075_6d73_646d_6967;

@@ -1,0 +1,682 @@
+//! `ChannelSender`: one actor per configured channel, on one of the channel arbiters.
+//!
+//! It pulls the channel's queued deliveries from PostgreSQL into three in-memory priority
+//! queues (bounded: at most `backlog` deliveries held, the rest stay in the database and
+//! are pulled as room frees up), and sends them through its provider client:
+//!
+//! * at most `pool_size` provider calls in flight;
+//! * paced by a governor limiter (`rate_per_second`, `burst`), counted per recipient, so
+//!   a batch call to 1000 recipients takes 1000 permits;
+//! * batched per message where the provider takes many recipients per call.
+//!
+//! Each outcome is classified: a retryable failure waits with backoff and jitter (bounded
+//! attempts), a rate-limited answer pauses the channel until the provider's reset and
+//! halves its rate for a while, a permanent failure fails the delivery with the provider's
+//! code. Outcomes go to the `Receipts` writer in batches; a delivery leaves the database
+//! queue only when its outcome is written, so after a crash it is sent again (see the
+//! duplicate window in `docs/operations.md`).
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::Utc;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde_json::Value;
+use tokio::sync::{oneshot, Notify};
+
+use super::queues::{Entry, PriorityQueues};
+use super::{Attempt, Batch, ErrorClass, Provider, RetryPolicy, Target};
+use crate::domain::ids::id_time;
+use crate::domain::send::SendRequest;
+use crate::domain::{ChannelType, DeliveryState, Priority};
+use crate::metrics as m;
+use crate::receipts::{Receipts, Record};
+use crate::store::deliveries::{QueuedDelivery, StatusChange};
+use crate::store::Store;
+
+/// How long a throttled channel runs at half its rate.
+const SLOW_FOR: Duration = Duration::from_secs(30);
+/// Extra room for high-priority work beyond `backlog`, so it never waits behind a full
+/// in-memory backlog of lower-priority deliveries.
+const HIGH_HEADROOM: usize = 256;
+
+/// A sender's settings (from the channel's row).
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    pub code: Arc<str>,
+    pub channel_type: ChannelType,
+    /// `None`: no limit.
+    pub rate_per_second: Option<f64>,
+    pub burst: Option<u32>,
+    /// Provider calls in flight at once.
+    pub pool_size: usize,
+    /// Most deliveries held in memory.
+    pub backlog: usize,
+    /// A lower-priority delivery waiting this long goes before higher-priority work.
+    pub aging: Duration,
+    pub retry: RetryPolicy,
+    /// The provider settings (credentials, endpoints).
+    pub settings: Value,
+}
+
+/// Builds the channel's provider client on the sender's own arbiter.
+pub type ProviderFactory =
+    Box<dyn FnOnce(&SenderConfig) -> Result<Rc<dyn Provider>, String> + Send>;
+
+struct Limiter {
+    limiter: DefaultDirectRateLimiter,
+    burst: u32,
+}
+
+fn limiter(rate: Option<f64>, burst: Option<u32>) -> Option<Limiter> {
+    let rate = rate.filter(|r| r.is_finite() && *r > 0.0)?;
+    let burst = burst.unwrap_or(rate.ceil() as u32).max(1);
+    let period = Duration::from_secs_f64(1.0 / rate);
+    let quota = Quota::with_period(period)?.allow_burst(NonZeroU32::new(burst)?);
+    Some(Limiter {
+        limiter: RateLimiter::direct(quota),
+        burst,
+    })
+}
+
+/// Stops the sender once its in-flight calls have finished and their outcomes are handed
+/// to the writer. Answered when it has stopped pulling and sending.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop(pub oneshot::Sender<()>);
+
+/// New work may be queued in the database.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Woken;
+
+/// A sender's live state, for `GET /admin/channels`.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct SenderState {
+    pub queued_high: usize,
+    pub queued_normal: usize,
+    pub queued_low: usize,
+    pub delayed: usize,
+    pub in_flight: usize,
+    pub paused_for_ms: u64,
+    pub error: Option<String>,
+}
+
+#[derive(Message)]
+#[rtype(result = "SenderState")]
+pub struct GetState;
+
+pub struct ChannelSender {
+    config: SenderConfig,
+    store: Store,
+    receipts: Addr<Receipts>,
+    signal: Arc<Notify>,
+    factory: Option<ProviderFactory>,
+    provider: Option<Rc<dyn Provider>>,
+    provider_error: Option<String>,
+    limiter: Option<Limiter>,
+    clock: DefaultClock,
+    queues: PriorityQueues,
+    delayed: Vec<(Instant, Entry)>,
+    in_flight: usize,
+    in_flight_targets: usize,
+    cursors: [i64; 3],
+    pulling: bool,
+    pull_again: bool,
+    /// message pk → (content for this channel, deliveries held that use it)
+    contents: HashMap<i64, (Arc<Value>, usize)>,
+    paused_until: Option<Instant>,
+    pump_at: Option<(Instant, SpawnHandle)>,
+    rate_wait_since: Option<Instant>,
+    stopping: Option<Vec<oneshot::Sender<()>>>,
+}
+
+impl ChannelSender {
+    pub fn new(
+        config: SenderConfig,
+        store: Store,
+        receipts: Addr<Receipts>,
+        signal: Arc<Notify>,
+        factory: ProviderFactory,
+    ) -> Self {
+        let limiter = limiter(config.rate_per_second, config.burst);
+        let aging = config.aging;
+        Self {
+            config,
+            store,
+            receipts,
+            signal,
+            factory: Some(factory),
+            provider: None,
+            provider_error: None,
+            limiter,
+            clock: DefaultClock::default(),
+            queues: PriorityQueues::new(aging),
+            delayed: Vec::new(),
+            in_flight: 0,
+            in_flight_targets: 0,
+            cursors: [0; 3],
+            pulling: false,
+            pull_again: false,
+            contents: HashMap::new(),
+            paused_until: None,
+            pump_at: None,
+            rate_wait_since: None,
+            stopping: None,
+        }
+    }
+
+    fn held(&self) -> usize {
+        self.queues.len() + self.delayed.len() + self.in_flight_targets
+    }
+
+    fn gauges(&self) {
+        let code = self.config.code.to_string();
+        for p in [Priority::High, Priority::Normal, Priority::Low] {
+            metrics::gauge!(m::CHANNEL_QUEUE_DEPTH, "channel" => code.clone(), "priority" => p.as_str())
+                .set(self.queues.len_of(p) as f64);
+        }
+        metrics::gauge!(m::CHANNEL_IN_FLIGHT, "channel" => code).set(self.in_flight as f64);
+    }
+
+    /// Pulls queued deliveries from the database while there is room.
+    fn refill(&mut self, ctx: &mut Context<Self>) {
+        if self.provider.is_none() || self.stopping.is_some() {
+            return;
+        }
+        if self.pulling {
+            self.pull_again = true;
+            return;
+        }
+        let held = self.held();
+        let backlog = self.config.backlog;
+        let high_room = (backlog + HIGH_HEADROOM).saturating_sub(held);
+        let room = backlog.saturating_sub(held);
+        if high_room == 0 {
+            return;
+        }
+        self.pulling = true;
+        self.pull_again = false;
+        let store = self.store.clone();
+        let code = self.config.code.clone();
+        let cursors = self.cursors;
+        let known: Vec<i64> = self.contents.keys().copied().collect();
+        let channel_type = self.config.channel_type;
+        let work = async move {
+            let mut pulled = Vec::new();
+            let mut full = false;
+            let mut left = room;
+            for (i, p) in [Priority::High, Priority::Normal, Priority::Low]
+                .into_iter()
+                .enumerate()
+            {
+                let limit = if i == 0 { high_room.max(left) } else { left };
+                if limit == 0 {
+                    continue;
+                }
+                let rows = store
+                    .pull_queued(&code, p, cursors[i], limit as i64)
+                    .await?;
+                full |= rows.len() == limit;
+                left = left.saturating_sub(rows.len());
+                pulled.push((i, rows));
+            }
+            // Contents of messages not held yet.
+            let mut need: Vec<(i32, i64)> = Vec::new();
+            for (_, rows) in &pulled {
+                for r in rows {
+                    if !known.contains(&r.message_pk) && !need.iter().any(|n| n.1 == r.message_pk)
+                    {
+                        need.push((r.app_id, r.message_pk));
+                    }
+                }
+            }
+            let requests = if need.is_empty() {
+                HashMap::new()
+            } else {
+                store.message_requests(&need).await?
+            };
+            let mut contents = HashMap::new();
+            for (pk, text) in requests {
+                let value = serde_json::from_str::<SendRequest>(&text)
+                    .ok()
+                    .and_then(|r| super::content_for(&r, &code, channel_type));
+                contents.insert(pk, value);
+            }
+            Ok::<_, crate::store::StoreError>((pulled, contents, full))
+        };
+        ctx.spawn(work.into_actor(self).map(|result, act, ctx| {
+            act.pulling = false;
+            match result {
+                Ok((pulled, contents, full)) => {
+                    let now = Instant::now();
+                    let mut missing = Vec::new();
+                    for (i, rows) in pulled {
+                        for r in rows {
+                            act.cursors[i] = act.cursors[i].max(r.delivery_id);
+                            let content = match act.contents.get_mut(&r.message_pk) {
+                                Some(c) => {
+                                    c.1 += 1;
+                                    true
+                                }
+                                None => match contents.get(&r.message_pk) {
+                                    Some(Some(v)) => {
+                                        act.contents.insert(r.message_pk, (Arc::new(v.clone()), 1));
+                                        true
+                                    }
+                                    _ => false,
+                                },
+                            };
+                            if content {
+                                act.queues.push(r, now);
+                            } else {
+                                missing.push(r);
+                            }
+                        }
+                    }
+                    if !missing.is_empty() {
+                        act.fail_unsendable(missing);
+                    }
+                    if full || act.pull_again {
+                        ctx.run_later(Duration::from_millis(1), |act, ctx| act.refill(ctx));
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(channel = %act.config.code, error = %e, "cannot pull queued deliveries");
+                    ctx.run_later(Duration::from_secs(1), |act, ctx| act.refill(ctx));
+                }
+            }
+            act.gauges();
+            act.pump(ctx);
+        }));
+    }
+
+    /// Deliveries whose message has no content for this channel (or is gone): failed.
+    fn fail_unsendable(&mut self, rows: Vec<QueuedDelivery>) {
+        let at = Utc::now();
+        let changes = rows
+            .into_iter()
+            .map(|r| StatusChange {
+                delivery_id: r.delivery_id,
+                state: DeliveryState::Failed,
+                from: &[DeliveryState::Queued],
+                provider_id: None,
+                code: Some("no_content".into()),
+                reason: Some("the message has no content for this channel".into()),
+                attempts: r.attempts,
+                dequeue: true,
+                via_submitted: false,
+                expect_receipt: None,
+                at,
+            })
+            .collect();
+        self.receipts.do_send(Record {
+            channel: self.config.code.clone(),
+            changes,
+        });
+    }
+
+    /// Sends what the limiter and the concurrency bound allow.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        let Some(provider) = self.provider.clone() else {
+            return;
+        };
+        let now = Instant::now();
+        if let Some(until) = self.paused_until {
+            if until > now {
+                self.pump_later(ctx, until);
+                return;
+            }
+            self.paused_until = None;
+        }
+        // Retries that are due go back to their queue (in front: they waited already).
+        if !self.delayed.is_empty() {
+            let (due, later): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut self.delayed).into_iter().partition(|(t, _)| *t <= now);
+            self.delayed = later;
+            for (_, e) in due {
+                self.queues.push_front(e);
+            }
+            if let Some(next) = self.delayed.iter().map(|(t, _)| *t).min() {
+                self.pump_later(ctx, next);
+            }
+        }
+        let max_batch = provider.max_batch().max(1);
+        while self.in_flight < self.config.pool_size && self.stopping.is_none() {
+            let cap = self
+                .limiter
+                .as_ref()
+                .map_or(max_batch, |l| max_batch.min(l.burst as usize));
+            let Some(n) = self.queues.peek_batch(now, cap) else {
+                break;
+            };
+            if let Some(l) = &self.limiter {
+                let permits = NonZeroU32::new(n as u32).unwrap_or(NonZeroU32::MIN);
+                match l.limiter.check_n(permits) {
+                    Ok(Ok(())) => {}
+                    Ok(Err(not_until)) => {
+                        let wait = not_until.wait_time_from(self.clock.now());
+                        self.rate_wait_since.get_or_insert(now);
+                        self.pump_later(ctx, now + wait);
+                        break;
+                    }
+                    Err(_) => {
+                        // More permits than the burst: cannot happen with `cap` above.
+                        break;
+                    }
+                }
+            }
+            if let Some(since) = self.rate_wait_since.take() {
+                metrics::histogram!(m::CHANNEL_RATE_WAIT_SECONDS, "channel" => self.config.code.to_string())
+                    .record(now.duration_since(since).as_secs_f64());
+            }
+            let entries = self.queues.take_batch(now, n);
+            self.dispatch(ctx, &provider, entries);
+        }
+        self.gauges();
+        if self.held() < self.config.backlog / 2 {
+            self.refill(ctx);
+        }
+    }
+
+    fn pump_later(&mut self, ctx: &mut Context<Self>, at: Instant) {
+        if let Some((when, handle)) = self.pump_at {
+            if when <= at {
+                return;
+            }
+            ctx.cancel_future(handle);
+        }
+        let wait = at.saturating_duration_since(Instant::now());
+        let handle = ctx.run_later(wait, |act, ctx| {
+            act.pump_at = None;
+            act.pump(ctx);
+        });
+        self.pump_at = Some((at, handle));
+    }
+
+    fn dispatch(&mut self, ctx: &mut Context<Self>, provider: &Rc<dyn Provider>, entries: Vec<Entry>) {
+        let Some(first) = entries.first() else {
+            return;
+        };
+        let message_pk = first.delivery.message_pk;
+        let priority = first.delivery.priority;
+        let Some((content, _)) = self.contents.get(&message_pk) else {
+            return;
+        };
+        let batch = Batch {
+            message_pk,
+            priority,
+            content: content.clone(),
+            targets: entries
+                .iter()
+                .map(|e| Target {
+                    delivery_id: e.delivery.delivery_id,
+                    app_id: e.delivery.app_id,
+                    user_id: e.delivery.user_id.clone(),
+                    address: e.delivery.address.clone(),
+                })
+                .collect(),
+        };
+        self.in_flight += 1;
+        self.in_flight_targets += entries.len();
+        let started = Instant::now();
+        let fut = provider.send(batch);
+        ctx.spawn(fut.into_actor(self).then(move |results, act, _| {
+            let elapsed = started.elapsed();
+            metrics::histogram!(m::PROVIDER_REQUEST_DURATION_SECONDS,
+                "channel" => act.config.code.to_string(), "type" => act.config.channel_type.as_str())
+            .record(elapsed.as_secs_f64());
+            let changes = act.settle(entries, results);
+            let receipts = act.receipts.clone();
+            let record = Record {
+                channel: act.config.code.clone(),
+                changes,
+            };
+            async move {
+                let _ = receipts.send(record).await;
+            }
+            .into_actor(act)
+            .map(|_, act, ctx| {
+                act.in_flight -= 1;
+                act.after_flight(ctx);
+            })
+        }));
+    }
+
+    fn after_flight(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight == 0 {
+            if let Some(waiters) = self.stopping.take() {
+                for w in waiters {
+                    let _ = w.send(());
+                }
+                ctx.stop();
+                return;
+            }
+        }
+        self.pump(ctx);
+    }
+
+    /// Turns a call's results into status changes, retries and pauses.
+    fn settle(&mut self, entries: Vec<Entry>, results: Vec<(i64, Attempt)>) -> Vec<StatusChange> {
+        let now = Instant::now();
+        let at = Utc::now();
+        let code = self.config.code.to_string();
+        let ty = self.config.channel_type.as_str();
+        self.in_flight_targets -= entries.len();
+        let mut by_id: HashMap<i64, Attempt> = results.into_iter().collect();
+        let mut changes = Vec::with_capacity(entries.len());
+        let mut counts: HashMap<&'static str, u64> = HashMap::new();
+        let mut throttled: Option<Duration> = None;
+        for mut e in entries {
+            let message_pk = e.delivery.message_pk;
+            let d = &e.delivery;
+            let attempt = by_id.remove(&d.delivery_id).unwrap_or_else(|| {
+                Attempt::Failed(super::ProviderError::retryable(
+                    "no_result",
+                    "the provider client gave no result for this recipient",
+                ))
+            });
+            let attempts = d.attempts.saturating_add(1);
+            let mut release = true;
+            match attempt {
+                Attempt::Accepted {
+                    provider_id,
+                    receipt,
+                } => {
+                    *counts.entry(if receipt { "submitted" } else { "delivered" }).or_default() += 1;
+                    let lag = at - id_time(d.message_pk);
+                    metrics::histogram!(m::ACCEPT_TO_SUBMIT_SECONDS, "channel" => code.clone())
+                        .record(lag.num_microseconds().unwrap_or(0) as f64 / 1e6);
+                    changes.push(StatusChange {
+                        delivery_id: d.delivery_id,
+                        state: if receipt {
+                            DeliveryState::Submitted
+                        } else {
+                            DeliveryState::Delivered
+                        },
+                        from: &[DeliveryState::Queued],
+                        expect_receipt: if receipt { provider_id.clone() } else { None },
+                        provider_id,
+                        code: None,
+                        reason: None,
+                        attempts,
+                        dequeue: true,
+                        via_submitted: !receipt,
+                        at,
+                    });
+                }
+                Attempt::Failed(err) => {
+                    *counts.entry(err.class.as_str()).or_default() += 1;
+                    let final_failure = match err.class {
+                        ErrorClass::Permanent => true,
+                        ErrorClass::RateLimited => {
+                            let wait = err.retry_after.unwrap_or(Duration::from_secs(1));
+                            throttled = Some(throttled.map_or(wait, |t| t.max(wait)));
+                            metrics::counter!(m::DELIVERY_RETRIES_TOTAL, "channel" => code.clone(), "class" => "rate_limited")
+                                .increment(1);
+                            // Throttling is not the delivery's fault: no attempt is used.
+                            self.queues.push_front(e);
+                            continue;
+                        }
+                        ErrorClass::Retryable | ErrorClass::Auth => {
+                            attempts >= self.config.retry.max_attempts
+                        }
+                    };
+                    if final_failure {
+                        changes.push(StatusChange {
+                            delivery_id: d.delivery_id,
+                            state: DeliveryState::Failed,
+                            from: &[DeliveryState::Queued],
+                            provider_id: None,
+                            code: Some(err.code),
+                            reason: Some(format!("{}: {}", err.class.as_str(), err.reason)),
+                            attempts,
+                            dequeue: true,
+                            via_submitted: false,
+                            expect_receipt: None,
+                            at,
+                        });
+                    } else {
+                        metrics::counter!(m::DELIVERY_RETRIES_TOTAL, "channel" => code.clone(), "class" => err.class.as_str())
+                            .increment(1);
+                        changes.push(StatusChange {
+                            delivery_id: d.delivery_id,
+                            state: DeliveryState::Queued,
+                            from: &[DeliveryState::Queued],
+                            provider_id: None,
+                            code: Some(err.code),
+                            reason: Some(format!("{}: {}", err.class.as_str(), err.reason)),
+                            attempts,
+                            dequeue: false,
+                            via_submitted: false,
+                            expect_receipt: None,
+                            at,
+                        });
+                        let wait = err
+                            .retry_after
+                            .unwrap_or_else(|| self.config.retry.delay(attempts));
+                        e.delivery.attempts = attempts;
+                        self.delayed.push((now + wait, e));
+                        release = false;
+                    }
+                }
+            }
+            if release {
+                self.release_content(message_pk);
+            }
+        }
+        for (outcome, n) in counts {
+            metrics::counter!(m::DELIVERY_OUTCOMES_TOTAL,
+                "channel" => code.clone(), "type" => ty, "outcome" => outcome)
+            .increment(n);
+        }
+        if let Some(wait) = throttled {
+            self.throttle(wait);
+        }
+        changes
+    }
+
+    fn release_content(&mut self, message_pk: i64) {
+        if let Some(c) = self.contents.get_mut(&message_pk) {
+            c.1 = c.1.saturating_sub(1);
+            if c.1 == 0 {
+                self.contents.remove(&message_pk);
+            }
+        }
+    }
+
+    /// The provider is throttling: pause until its reset, then run at half the rate for a
+    /// while.
+    fn throttle(&mut self, wait: Duration) {
+        let until = Instant::now() + wait.min(Duration::from_secs(300));
+        self.paused_until = Some(self.paused_until.map_or(until, |u| u.max(until)));
+        tracing::info!(channel = %self.config.code, wait_ms = wait.as_millis() as u64, "provider is throttling; pausing the channel");
+        if let Some(rate) = self.config.rate_per_second {
+            self.limiter = limiter(Some(rate / 2.0), self.config.burst.map(|b| (b / 2).max(1)));
+        }
+    }
+}
+
+impl Actor for ChannelSender {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(64);
+        if let Some(factory) = self.factory.take() {
+            match factory(&self.config) {
+                Ok(p) => self.provider = Some(p),
+                Err(e) => {
+                    tracing::error!(channel = %self.config.code, error = %e, "channel cannot start; its deliveries stay queued");
+                    self.provider_error = Some(e);
+                    return;
+                }
+            }
+        }
+        // Wake on the planner's signal; look at the database every second regardless.
+        let signal = self.signal.clone();
+        let me = ctx.address();
+        ctx.spawn(
+            async move {
+                loop {
+                    let _ = tokio::time::timeout(Duration::from_secs(1), signal.notified()).await;
+                    if me.try_send(Woken).is_err() && !me.connected() {
+                        break;
+                    }
+                }
+            }
+            .into_actor(self),
+        );
+        // Restore the configured rate some time after a throttle.
+        ctx.run_interval(SLOW_FOR, |act, _| {
+            if act.paused_until.is_none() {
+                act.limiter = limiter(act.config.rate_per_second, act.config.burst);
+            }
+        });
+        self.refill(ctx);
+    }
+}
+
+impl Handler<Woken> for ChannelSender {
+    type Result = ();
+
+    fn handle(&mut self, _: Woken, ctx: &mut Self::Context) {
+        self.refill(ctx);
+        self.pump(ctx);
+    }
+}
+
+impl Handler<Stop> for ChannelSender {
+    type Result = ();
+
+    fn handle(&mut self, msg: Stop, ctx: &mut Self::Context) {
+        if self.in_flight == 0 {
+            let _ = msg.0.send(());
+            ctx.stop();
+            return;
+        }
+        self.stopping.get_or_insert_with(Vec::new).push(msg.0);
+    }
+}
+
+impl Handler<GetState> for ChannelSender {
+    type Result = MessageResult<GetState>;
+
+    fn handle(&mut self, _: GetState, _: &mut Self::Context) -> Self::Result {
+        MessageResult(SenderState {
+            queued_high: self.queues.len_of(Priority::High),
+            queued_normal: self.queues.len_of(Priority::Normal),
+            queued_low: self.queues.len_of(Priority::Low),
+            delayed: self.delayed.len(),
+            in_flight: self.in_flight,
+            paused_for_ms: self
+                .paused_until
+                .map_or(0, |u| u.saturating_duration_since(Instant::now()).as_millis() as u64),
+            error: self.provider_error.clone(),
+        })
+    }
+}

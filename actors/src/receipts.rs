@@ -1,0 +1,355 @@
+//! `Receipts`: the one writer of delivery status.
+//!
+//! Channel senders hand it their outcomes (submitted, delivered, failed, retried) and the
+//! callback endpoints and pollers hand it provider receipts (delivered, undelivered, read,
+//! clicked). It applies them in batches — one transaction per flush, a few milliseconds
+//! apart — as conditional updates, so a receipt never moves a delivery backwards and a
+//! race between two writers settles in the database.
+//!
+//! A receipt can overtake the write that records its provider id (a fast provider answers
+//! before the outcome batch is flushed), so an unmatched receipt is tried again for a grace
+//! period; after that it is counted and logged once — never an error loop. Memory is
+//! bounded: when too much is pending, senders wait for the next flush.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+
+use crate::domain::DeliveryState;
+use crate::metrics as m;
+use crate::store::deliveries::StatusChange;
+use crate::store::Store;
+
+/// Most changes written in one transaction.
+const MAX_BATCH: usize = 5000;
+/// Above this many pending changes, senders wait for a flush before going on.
+const HIGH_WATER: usize = 20_000;
+/// How long an unmatched receipt is tried again before it is counted as unmatched.
+const GRACE: Duration = Duration::from_secs(30);
+/// Most receipts held (pending or in grace); beyond it new ones are refused.
+const MAX_RECEIPTS: usize = 200_000;
+
+/// What a receipt identifies its delivery by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ReceiptKey {
+    /// The provider's id as recorded at submission (per recipient: the provider's message
+    /// id, or `task:recipient` for providers that answer one id for a whole batch).
+    Provider(String),
+    /// umsd's own delivery id (inbox reads, click-tracking).
+    Delivery(i64),
+}
+
+#[derive(Debug, Clone)]
+pub struct ReceiptEvent {
+    pub channel: String,
+    pub key: ReceiptKey,
+    /// Delivered, Undelivered, Read or Clicked.
+    pub state: DeliveryState,
+    pub code: Option<String>,
+    pub reason: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+/// Outcomes from a channel sender. Answered once they are buffered (or, when too much is
+/// pending, once the next flush is done).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Record {
+    pub channel: Arc<str>,
+    pub changes: Vec<StatusChange>,
+}
+
+/// Receipts from a provider callback or poller. Answers `false` when too many are held.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Incoming(pub Vec<ReceiptEvent>);
+
+/// Writes everything pending; answered when done (used at shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct FlushAll;
+
+struct Held {
+    event: ReceiptEvent,
+    first_seen: Instant,
+    next_try: Instant,
+}
+
+pub struct Receipts {
+    store: Store,
+    changes: Vec<(Arc<str>, StatusChange)>,
+    receipts: Vec<Held>,
+    flushing: bool,
+    waiters: Vec<oneshot::Sender<()>>,
+}
+
+/// The states a receipt may move a delivery from.
+pub fn receipt_from(state: DeliveryState) -> &'static [DeliveryState] {
+    use DeliveryState::*;
+    match state {
+        Delivered | Undelivered => &[Submitted],
+        Read => &[Submitted, Delivered],
+        Clicked => &[Submitted, Delivered, Read],
+        _ => &[],
+    }
+}
+
+impl Receipts {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            changes: Vec::new(),
+            receipts: Vec::new(),
+            flushing: false,
+            waiters: Vec::new(),
+        }
+    }
+
+    fn pending(&self) -> usize {
+        self.changes.len() + self.receipts.len()
+    }
+
+    fn flush(&mut self, ctx: &mut Context<Self>) {
+        if self.flushing {
+            return;
+        }
+        let now = Instant::now();
+        let n = self.changes.len().min(MAX_BATCH);
+        let changes: Vec<(Arc<str>, StatusChange)> = self.changes.drain(..n).collect();
+        let (due, later): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.receipts)
+            .into_iter()
+            .partition(|h| h.next_try <= now);
+        self.receipts = later;
+        if changes.is_empty() && due.is_empty() {
+            self.release_waiters();
+            return;
+        }
+        self.flushing = true;
+        let store = self.store.clone();
+        let work = async move {
+            let result = write(&store, &changes, due).await;
+            (changes, result)
+        };
+        ctx.spawn(work.into_actor(self).map(|(changes, result), act, ctx| {
+            act.flushing = false;
+            match result {
+                Ok(held) => act.receipts.extend(held),
+                Err((e, held)) => {
+                    tracing::warn!(error = %e, n = changes.len(), "status write failed; will retry");
+                    // Put the batch back in front; the next tick tries again.
+                    let mut again = changes;
+                    again.append(&mut act.changes);
+                    act.changes = again;
+                    act.receipts.extend(held);
+                    ctx.run_later(Duration::from_millis(500), |act, ctx| act.flush(ctx));
+                    metrics::gauge!(m::STATUS_PENDING).set(act.pending() as f64);
+                    return;
+                }
+            }
+            metrics::gauge!(m::STATUS_PENDING).set(act.pending() as f64);
+            if act.changes.len() >= MAX_BATCH {
+                act.flush(ctx);
+            } else if act.changes.len() < HIGH_WATER {
+                act.release_waiters();
+            }
+        }));
+    }
+
+    fn release_waiters(&mut self) {
+        for w in self.waiters.drain(..) {
+            let _ = w.send(());
+        }
+    }
+}
+
+type HeldBack = Vec<Held>;
+
+/// One flush: receipts are matched to deliveries, then everything is applied in rounds
+/// with at most one change per delivery each (an `UPDATE … FROM` applies only one).
+/// Returns the receipts to try again later.
+async fn write(
+    store: &Store,
+    changes: &[(Arc<str>, StatusChange)],
+    due: Vec<Held>,
+) -> Result<HeldBack, (crate::store::StoreError, HeldBack)> {
+    let mut channel_of: HashMap<i64, String> = HashMap::new();
+    let mut all: Vec<StatusChange> = Vec::with_capacity(changes.len() + due.len());
+    for (ch, c) in changes {
+        channel_of.insert(c.delivery_id, ch.to_string());
+        all.push(c.clone());
+    }
+
+    // Match receipts by provider id, per channel.
+    let mut by_channel: HashMap<&str, Vec<String>> = HashMap::new();
+    for h in &due {
+        if let ReceiptKey::Provider(pid) = &h.event.key {
+            by_channel
+                .entry(h.event.channel.as_str())
+                .or_default()
+                .push(pid.clone());
+        }
+    }
+    let mut matched: HashMap<(String, String), i64> = HashMap::new();
+    for (ch, pids) in by_channel {
+        match store.match_provider_ids(ch, &pids).await {
+            Ok(found) => {
+                for (pid, id) in found {
+                    matched.insert((ch.to_owned(), pid), id);
+                }
+            }
+            Err(e) => return Err((e, due)),
+        }
+    }
+    let now = Instant::now();
+    let mut held = Vec::new();
+    let mut receipt_count: HashMap<(String, &'static str), u64> = HashMap::new();
+    for mut h in due {
+        let id = match &h.event.key {
+            ReceiptKey::Delivery(id) => Some(*id),
+            ReceiptKey::Provider(pid) => matched
+                .get(&(h.event.channel.clone(), pid.clone()))
+                .copied(),
+        };
+        match id {
+            Some(id) => {
+                *receipt_count
+                    .entry((h.event.channel.clone(), h.event.state.as_str()))
+                    .or_default() += 1;
+                all.push(StatusChange {
+                    delivery_id: id,
+                    state: h.event.state,
+                    from: receipt_from(h.event.state),
+                    provider_id: None,
+                    code: h.event.code.clone(),
+                    reason: h.event.reason.clone(),
+                    attempts: 0,
+                    dequeue: false,
+                    via_submitted: false,
+                    expect_receipt: None,
+                    at: h.event.at,
+                });
+            }
+            None if now.duration_since(h.first_seen) < GRACE => {
+                h.next_try = now + Duration::from_secs(1);
+                held.push(h);
+            }
+            None => {
+                metrics::counter!(m::RECEIPTS_UNMATCHED_TOTAL, "channel" => h.event.channel.clone())
+                    .increment(1);
+                tracing::info!(channel = %h.event.channel, key = ?h.event.key,
+                    state = h.event.state.as_str(), "receipt for an unknown delivery ignored");
+            }
+        }
+    }
+
+    // Rounds of unique delivery ids, in arrival order.
+    let mut rest = all;
+    while !rest.is_empty() {
+        let mut seen = HashSet::new();
+        let (round, later): (Vec<StatusChange>, Vec<StatusChange>) =
+            rest.into_iter().partition(|c| seen.insert(c.delivery_id));
+        rest = later;
+        metrics::histogram!(m::STATUS_BATCH_SIZE).record(round.len() as f64);
+        match store.apply_changes(&channel_of, &round).await {
+            Ok(applied) => {
+                metrics::counter!(m::STATUS_WRITES_TOTAL, "outcome" => "applied")
+                    .increment(applied.applied as u64);
+                metrics::counter!(m::STATUS_WRITES_TOTAL, "outcome" => "stale")
+                    .increment(applied.stale as u64);
+            }
+            Err(e) => return Err((e, held)),
+        }
+    }
+    for ((channel, kind), n) in receipt_count {
+        metrics::counter!(m::RECEIPTS_TOTAL, "channel" => channel, "kind" => kind).increment(n);
+    }
+    Ok(held)
+}
+
+impl Actor for Receipts {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(1024);
+        ctx.run_interval(Duration::from_millis(10), |act, ctx| act.flush(ctx));
+    }
+}
+
+impl Handler<Record> for Receipts {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: Record, ctx: &mut Self::Context) -> Self::Result {
+        for c in msg.changes {
+            self.changes.push((msg.channel.clone(), c));
+        }
+        metrics::gauge!(m::STATUS_PENDING).set(self.pending() as f64);
+        if self.changes.len() >= MAX_BATCH {
+            self.flush(ctx);
+        }
+        if self.changes.len() < HIGH_WATER {
+            return Box::pin(async {});
+        }
+        let (tx, rx) = oneshot::channel();
+        self.waiters.push(tx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+impl Handler<Incoming> for Receipts {
+    type Result = bool;
+
+    fn handle(&mut self, msg: Incoming, _: &mut Self::Context) -> bool {
+        if self.receipts.len() + msg.0.len() > MAX_RECEIPTS {
+            return false;
+        }
+        let now = Instant::now();
+        self.receipts.extend(msg.0.into_iter().map(|event| Held {
+            event,
+            first_seen: now,
+            next_try: now,
+        }));
+        true
+    }
+}
+
+impl Handler<FlushAll> for Receipts {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: FlushAll, _: &mut Self::Context) -> Self::Result {
+        // Poll until nothing but receipts in grace is left, for at most 10 s.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        Box::pin(
+            async move {}
+                .into_actor(self)
+                .then(move |_, act, ctx| wait_empty(act, ctx, deadline)),
+        )
+    }
+}
+
+fn wait_empty(
+    act: &mut Receipts,
+    ctx: &mut Context<Receipts>,
+    deadline: Instant,
+) -> ResponseActFuture<Receipts, ()> {
+    act.flush(ctx);
+    if (act.changes.is_empty() && !act.flushing) || Instant::now() >= deadline {
+        return Box::pin(actix::fut::ready(()));
+    }
+    Box::pin(
+        tokio::time::sleep(Duration::from_millis(20))
+            .into_actor(act)
+            .then(move |_, act, ctx| wait_empty(act, ctx, deadline)),
+    )
+}
+
+impl actix::Supervised for Receipts {
+    fn restarting(&mut self, _: &mut Self::Context) {
+        tracing::warn!("status writer restarting");
+    }
+}
