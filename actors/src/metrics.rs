@@ -168,7 +168,10 @@ pub fn describe() {
         DELIVERY_OUTCOMES_TOTAL,
         "Delivery attempts by channel and outcome class"
     );
-    describe_counter!(DELIVERY_RETRIES_TOTAL, "Deliveries put back for another attempt");
+    describe_counter!(
+        DELIVERY_RETRIES_TOTAL,
+        "Deliveries put back for another attempt"
+    );
     describe_counter!(TOKEN_REFRESHES_TOTAL, "Access-token fetches by outcome");
     describe_histogram!(
         ACCEPT_TO_SUBMIT_SECONDS,
@@ -182,5 +185,8 @@ pub fn describe() {
     );
     describe_counter!(STATUS_WRITES_TOTAL, "Status changes written, by outcome");
     describe_histogram!(STATUS_BATCH_SIZE, "Status changes per write transaction");
-    describe_gauge!(STATUS_PENDING, "Status changes and receipts waiting to be written");
+    describe_gauge!(
+        STATUS_PENDING,
+        "Status changes and receipts waiting to be written"
+    );
 }

@@ -78,8 +78,7 @@ impl Actor for Planner {
                             // Idle: wait for the ingest's nudge, or look again in a second
                             // (scheduled messages fall due without one).
                             let _ =
-                                tokio::time::timeout(Duration::from_secs(1), wake.notified())
-                                    .await;
+                                tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
                         }
                         Ok(_) => {}
                         Err(e) => {
@@ -212,7 +211,12 @@ impl Work {
         Ok(())
     }
 
-    fn delivery(&self, ch: &PlanChannel, user_id: Option<String>, addr: Option<String>) -> NewDelivery {
+    fn delivery(
+        &self,
+        ch: &PlanChannel,
+        user_id: Option<String>,
+        addr: Option<String>,
+    ) -> NewDelivery {
         let (state, reason) = if !ch.usable {
             (DeliveryState::Filtered, Some("channel_disabled"))
         } else {
@@ -228,7 +232,12 @@ impl Work {
         }
     }
 
-    fn user_delivery(&self, ch: &PlanChannel, user_id: &str, user: Option<&ResolvedUser>) -> NewDelivery {
+    fn user_delivery(
+        &self,
+        ch: &PlanChannel,
+        user_id: &str,
+        user: Option<&ResolvedUser>,
+    ) -> NewDelivery {
         let lost = |state, reason| NewDelivery {
             id: self.ids.next_id(),
             channel_code: ch.code.clone(),
@@ -274,7 +283,9 @@ fn resolve_channels(snapshot: &Snapshot, app_id: i32, codes: &[String]) -> Vec<P
             PlanChannel {
                 code: code.clone(),
                 channel_type: channel.map_or(ChannelType::Inbox, |c| c.channel_type),
-                usable: granted && app.is_some_and(|a| a.enabled) && channel.is_some_and(|c| c.enabled),
+                usable: granted
+                    && app.is_some_and(|a| a.enabled)
+                    && channel.is_some_and(|c| c.enabled),
             }
         })
         .collect()
@@ -339,11 +350,26 @@ mod tests {
             ("email", "app@x.io", "app"),
             ("email", "ch@x.io", "channel:mail2"),
         ]);
-        assert_eq!(address_for(&u, "mail2", ChannelType::Email).as_deref(), Some("ch@x.io"));
-        assert_eq!(address_for(&u, "mail1", ChannelType::Email).as_deref(), Some("app@x.io"));
-        let u = user(&[("email", "all@x.io", "all"), ("phone", "+8613800138000", "all")]);
-        assert_eq!(address_for(&u, "mail1", ChannelType::Email).as_deref(), Some("all@x.io"));
+        assert_eq!(
+            address_for(&u, "mail2", ChannelType::Email).as_deref(),
+            Some("ch@x.io")
+        );
+        assert_eq!(
+            address_for(&u, "mail1", ChannelType::Email).as_deref(),
+            Some("app@x.io")
+        );
+        let u = user(&[
+            ("email", "all@x.io", "all"),
+            ("phone", "+8613800138000", "all"),
+        ]);
+        assert_eq!(
+            address_for(&u, "mail1", ChannelType::Email).as_deref(),
+            Some("all@x.io")
+        );
         assert_eq!(address_for(&u, "push", ChannelType::Jpush), None);
-        assert_eq!(address_for(&u, "inbox", ChannelType::Inbox).as_deref(), Some("u1"));
+        assert_eq!(
+            address_for(&u, "inbox", ChannelType::Inbox).as_deref(),
+            Some("u1")
+        );
     }
 }

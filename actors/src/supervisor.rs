@@ -107,8 +107,10 @@ impl Supervisor {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(channel = %entry.code, error = %e, "channel settings are invalid; not started");
-                self.backoff
-                    .insert(entry.code.clone(), (u32::MAX, Instant::now() + Duration::from_secs(3600)));
+                self.backoff.insert(
+                    entry.code.clone(),
+                    (u32::MAX, Instant::now() + Duration::from_secs(3600)),
+                );
                 return;
             }
         };
@@ -183,7 +185,10 @@ impl Supervisor {
         }
         // Start what is wanted and not running.
         for (code, entry) in &snapshot.channels {
-            if !entry.enabled || self.senders.contains_key(code) || self.restarting.contains_key(code) {
+            if !entry.enabled
+                || self.senders.contains_key(code)
+                || self.restarting.contains_key(code)
+            {
                 continue;
             }
             if let Some((n, not_before)) = self.backoff.get(code) {
@@ -384,8 +389,7 @@ impl Handler<Shutdown> for Supervisor {
         self.shutting_down = true;
         let ingest = self.ingest.clone();
         let receipts = self.receipts.clone();
-        let senders: Vec<Addr<ChannelSender>> =
-            self.senders.drain().map(|(_, r)| r.addr).collect();
+        let senders: Vec<Addr<ChannelSender>> = self.senders.drain().map(|(_, r)| r.addr).collect();
         Box::pin(
             async move {
                 if let Some(ingest) = ingest {

@@ -31,7 +31,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/messages", web::post().to(send))
         .route("/v1/messages/batch", web::post().to(send_batch))
         .route("/v1/messages/{id}", web::get().to(get_message))
-        .route("/v1/messages/{id}/deliveries", web::get().to(get_deliveries));
+        .route(
+            "/v1/messages/{id}/deliveries",
+            web::get().to(get_deliveries),
+        );
 }
 
 pub fn bench_routes(cfg: &mut web::ServiceConfig) {
@@ -310,9 +313,9 @@ async fn get_deliveries(
     }
     let cursor = match &q.cursor {
         None => 0,
-        Some(c) => c
-            .parse::<i64>()
-            .map_err(|_| FieldError::new("invalid_value", "cursor", "not a cursor from this API"))?,
+        Some(c) => c.parse::<i64>().map_err(|_| {
+            FieldError::new("invalid_value", "cursor", "not a cursor from this API")
+        })?,
     };
     let record = state
         .store
@@ -321,7 +324,13 @@ async fn get_deliveries(
         .ok_or_else(|| ApiError::NotFound(format!("no message `{ident}`")))?;
     let list = state
         .store
-        .list_deliveries(record.id, q.user_id.as_deref(), q.channel.as_deref(), cursor, limit)
+        .list_deliveries(
+            record.id,
+            q.user_id.as_deref(),
+            q.channel.as_deref(),
+            cursor,
+            limit,
+        )
         .await?;
     let ts = |t: &chrono::DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     let next = (list.len() as i64 == limit)

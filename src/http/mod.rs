@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod callbacks;
 pub mod error;
 pub mod inbox;
 pub mod messages;
@@ -21,10 +22,10 @@ use actix_web::web;
 use umsd_actors::directory::Directory;
 use umsd_actors::domain::ids::IdGenerator;
 use umsd_actors::ingest::Ingest;
-use umsd_actors::receipts::Receipts;
-use umsd_actors::supervisor::Supervisor;
 use umsd_actors::metrics as m;
+use umsd_actors::receipts::Receipts;
 use umsd_actors::store::Store;
+use umsd_actors::supervisor::Supervisor;
 
 use error::ApiError;
 
@@ -46,6 +47,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, bench: bool) {
     cfg.configure(messages::routes)
         .configure(users::routes)
         .configure(inbox::routes)
+        .configure(callbacks::routes)
         .configure(admin::routes)
         .configure(ops::routes);
     if bench {

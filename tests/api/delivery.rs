@@ -14,7 +14,11 @@ async fn an_inbox_message_is_planned_delivered_and_read() {
     let app = TestApp::spawn().await;
     for (user, enabled) in [("u1", true), ("u2", true), ("off1", false)] {
         let (status, _) = app
-            .put_as(DEMO, &format!("/v1/users/{user}"), &json!({"enabled": enabled}))
+            .put_as(
+                DEMO,
+                &format!("/v1/users/{user}"),
+                &json!({"enabled": enabled}),
+            )
             .await;
         assert!(status.is_success(), "{status}");
     }
@@ -97,7 +101,11 @@ async fn an_inbox_message_is_planned_delivered_and_read() {
 #[actix_web::test]
 async fn tags_and_direct_addresses_are_planned() {
     let app = TestApp::spawn().await;
-    for (user, tags) in [("t1", vec!["vip"]), ("t2", vec!["vip", "beta"]), ("t3", vec![])] {
+    for (user, tags) in [
+        ("t1", vec!["vip"]),
+        ("t2", vec!["vip", "beta"]),
+        ("t3", vec![]),
+    ] {
         app.put_as(DEMO, &format!("/v1/users/{user}"), &json!({"tags": tags}))
             .await;
     }
@@ -130,5 +138,119 @@ async fn tags_and_direct_addresses_are_planned() {
         .await;
     let (_, t3) = app.get("/v1/inbox/t3").await;
     assert_eq!(t3["items"][0]["body"], "direct");
+    app.stop().await;
+}
+
+/// Creates users `{prefix}0000`… with no bindings (the inbox needs none).
+async fn make_users(app: &TestApp, prefix: &str, n: usize) -> Vec<String> {
+    let ids: Vec<String> = (0..n).map(|i| format!("{prefix}{i:04}")).collect();
+    for chunk in ids.chunks(1000) {
+        let rows: Vec<Value> = chunk.iter().map(|u| json!({"user_id": u})).collect();
+        let (status, body) = app
+            .post_as(DEMO, "/v1/users/batch", &json!({"users": rows}))
+            .await;
+        assert!(status.is_success(), "{body}");
+    }
+    ids
+}
+
+fn paced_inbox(rate: f64) -> impl FnOnce(&mut umsd::config::Config) {
+    move |c| {
+        let inbox = c.channels.iter_mut().find(|ch| ch.code == "inbox").unwrap();
+        inbox.rate_per_second = Some(rate);
+        inbox.burst = Some(1);
+    }
+}
+
+#[actix_web::test]
+async fn a_rate_limited_channel_delivers_a_backlog_at_its_rate() {
+    const RATE: f64 = 50.0;
+    let app = TestApp::spawn_with(paced_inbox(RATE)).await;
+    let users = make_users(&app, "r", 600).await;
+    let (status, sent) = app
+        .send(&json!({
+            "audience": {"user_ids": users},
+            "channels": ["inbox"],
+            "content": {"inbox": {"title": "t", "body": "paced"}},
+        }))
+        .await;
+    assert_eq!(status, 202, "{sent}");
+    // Measure over 10 s of steady sending, from the first stored item.
+    tokio::time::sleep(std::time::Duration::from_millis(10_800)).await;
+    let db = app.db().await;
+    let first: chrono::DateTime<chrono::Utc> = db
+        .query_one("SELECT min(created_at) FROM inbox", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let n: i64 = db
+        .query_one(
+            "SELECT count(*) FROM inbox WHERE created_at > $1 AND created_at <= $1 + interval '10 seconds'",
+            &[&first],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let rate = n as f64 / 10.0;
+    assert!(
+        (rate - RATE).abs() <= RATE * 0.05,
+        "delivered {n} in 10 s = {rate}/s, want {RATE}/s ± 5 %"
+    );
+    app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_high_priority_message_overtakes_a_low_priority_backlog() {
+    let app = TestApp::spawn_with(paced_inbox(20.0)).await;
+    let users = make_users(&app, "p", 200).await;
+    let (status, low) = app
+        .send(&json!({
+            "audience": {"user_ids": users},
+            "channels": ["inbox"],
+            "content": {"inbox": {"title": "t", "body": "low"}},
+            "priority": "low",
+        }))
+        .await;
+    assert_eq!(status, 202, "{low}");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let (status, high) = app
+        .send(&json!({
+            "audience": {"user_ids": ["p0199"]},
+            "channels": ["inbox"],
+            "content": {"inbox": {"title": "t", "body": "high"}},
+            "priority": "high",
+        }))
+        .await;
+    assert_eq!(status, 202, "{high}");
+    let high_id = high["id"].as_str().unwrap();
+    app.wait_for(&format!("/v1/messages/{high_id}"), 10, |m| {
+        m["status"] == "done"
+    })
+    .await;
+    let db = app.db().await;
+    let before: i64 = db
+        .query_one(
+            "SELECT count(*) FROM inbox WHERE body = 'low'
+             AND created_at < (SELECT created_at FROM inbox WHERE body = 'high')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    // About 0.5 s of low sends went out before the high one was accepted, and it waited
+    // for at most one rate slot after its planning.
+    assert!(
+        before < 30,
+        "{before} low deliveries went before the high one"
+    );
+    let pending: i64 = db
+        .query_one("SELECT count(*) FROM delivery_queue", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        pending > 100,
+        "the low backlog was not still waiting ({pending})"
+    );
     app.stop().await;
 }

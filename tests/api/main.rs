@@ -60,7 +60,11 @@ pub fn base_config(pg: &tokio_postgres::Config) -> Config {
     c.channels = vec![
         channel("inbox", "inbox", true),
         channel("sms", "sms_cmpp", true),
-        channel("email", "email", true),
+        ChannelConfig {
+            settings: json!({"host": "127.0.0.1", "port": 9, "tls": "none",
+                             "from": "UMS <noreply@example.com>"}),
+            ..channel("email", "email", true)
+        },
         channel("off", "inbox", false),
     ];
     c.apps = vec![
@@ -141,12 +145,7 @@ impl TestApp {
         (status, res.json::<Value>().await.unwrap_or(Value::Null))
     }
 
-    pub async fn put_as(
-        &self,
-        app: (&str, &str),
-        path: &str,
-        body: &Value,
-    ) -> (StatusCode, Value) {
+    pub async fn put_as(&self, app: (&str, &str), path: &str, body: &Value) -> (StatusCode, Value) {
         let res = self
             .http
             .put(self.url(path))

@@ -148,11 +148,14 @@ impl ProviderError {
 /// What became of one target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Attempt {
-    /// The provider took it. With `receipt`, a receipt for `provider_id` is expected;
-    /// without, acceptance is the delivery (inbox, webhook 2xx, SMTP 250, WeCom).
+    /// The provider took it. `delivered`: acceptance is the delivery (inbox, webhook 2xx,
+    /// SMTP 250, WeCom, Feishu); otherwise a delivery receipt is to come. `receipts`:
+    /// later receipts (delivered, read, clicked) will name `provider_id`, so it is
+    /// recorded for matching them.
     Accepted {
         provider_id: Option<String>,
-        receipt: bool,
+        delivered: bool,
+        receipts: bool,
     },
     Failed(ProviderError),
 }
@@ -167,6 +170,26 @@ pub trait Provider {
 
     /// Sends one batch; answers one [`Attempt`] per target, by delivery id.
     fn send(&self, batch: Batch) -> LocalBoxFuture<'static, Vec<(i64, Attempt)>>;
+}
+
+impl Attempt {
+    /// Accepted, and acceptance is the delivery; no receipt will follow.
+    pub fn delivered(provider_id: Option<String>) -> Self {
+        Attempt::Accepted {
+            provider_id,
+            delivered: true,
+            receipts: false,
+        }
+    }
+
+    /// Accepted; receipts naming `provider_id` will follow.
+    pub fn submitted(provider_id: String) -> Self {
+        Attempt::Accepted {
+            provider_id: Some(provider_id),
+            delivered: false,
+            receipts: true,
+        }
+    }
 }
 
 /// Every target of a batch with the same outcome.
@@ -213,25 +236,6 @@ impl RetryPolicy {
         let raw = self.base.saturating_mul(1u32 << exp).min(self.max);
         let jitter = rand::random_range(0.8..1.2);
         raw.mul_f64(jitter)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let p = RetryPolicy {
-            max_attempts: 10,
-            base: Duration::from_millis(100),
-            max: Duration::from_secs(1),
-        };
-        let d1 = p.delay(1);
-        assert!(d1 >= Duration::from_millis(80) && d1 <= Duration::from_millis(120));
-        let d3 = p.delay(3);
-        assert!(d3 >= Duration::from_millis(320) && d3 <= Duration::from_millis(480));
-        assert!(p.delay(12) <= Duration::from_millis(1200));
     }
 }
 
@@ -297,4 +301,23 @@ pub fn sender_config(
         },
         settings: provider,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = RetryPolicy {
+            max_attempts: 10,
+            base: Duration::from_millis(100),
+            max: Duration::from_secs(1),
+        };
+        let d1 = p.delay(1);
+        assert!(d1 >= Duration::from_millis(80) && d1 <= Duration::from_millis(120));
+        let d3 = p.delay(3);
+        assert!(d3 >= Duration::from_millis(320) && d3 <= Duration::from_millis(480));
+        assert!(p.delay(12) <= Duration::from_millis(1200));
+    }
 }

@@ -126,7 +126,10 @@ mod tests {
         q.push(d(5, 13, Priority::High), now);
         assert_eq!(q.peek_batch(now, 10), Some(2));
         let b = q.take_batch(now, 2);
-        assert_eq!(b.iter().map(|e| e.delivery.delivery_id).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(
+            b.iter().map(|e| e.delivery.delivery_id).collect::<Vec<_>>(),
+            [3, 4]
+        );
         assert_eq!(q.take_batch(now, 1)[0].delivery.delivery_id, 5);
         assert_eq!(q.take_batch(now, 1)[0].delivery.delivery_id, 2);
         assert_eq!(q.take_batch(now, 1)[0].delivery.delivery_id, 1);

@@ -230,8 +230,7 @@ impl ChannelSender {
             let mut need: Vec<(i32, i64)> = Vec::new();
             for (_, rows) in &pulled {
                 for r in rows {
-                    if !known.contains(&r.message_pk) && !need.iter().any(|n| n.1 == r.message_pk)
-                    {
+                    if !known.contains(&r.message_pk) && !need.iter().any(|n| n.1 == r.message_pk) {
                         need.push((r.app_id, r.message_pk));
                     }
                 }
@@ -336,8 +335,9 @@ impl ChannelSender {
         }
         // Retries that are due go back to their queue (in front: they waited already).
         if !self.delayed.is_empty() {
-            let (due, later): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut self.delayed).into_iter().partition(|(t, _)| *t <= now);
+            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
+                .into_iter()
+                .partition(|(t, _)| *t <= now);
             self.delayed = later;
             for (_, e) in due {
                 self.queues.push_front(e);
@@ -399,7 +399,12 @@ impl ChannelSender {
         self.pump_at = Some((at, handle));
     }
 
-    fn dispatch(&mut self, ctx: &mut Context<Self>, provider: &Rc<dyn Provider>, entries: Vec<Entry>) {
+    fn dispatch(
+        &mut self,
+        ctx: &mut Context<Self>,
+        provider: &Rc<dyn Provider>,
+        entries: Vec<Entry>,
+    ) {
         let Some(first) = entries.first() else {
             return;
         };
@@ -486,27 +491,30 @@ impl ChannelSender {
             match attempt {
                 Attempt::Accepted {
                     provider_id,
-                    receipt,
+                    delivered,
+                    receipts,
                 } => {
-                    *counts.entry(if receipt { "submitted" } else { "delivered" }).or_default() += 1;
+                    *counts
+                        .entry(if delivered { "delivered" } else { "submitted" })
+                        .or_default() += 1;
                     let lag = at - id_time(d.message_pk);
                     metrics::histogram!(m::ACCEPT_TO_SUBMIT_SECONDS, "channel" => code.clone())
                         .record(lag.num_microseconds().unwrap_or(0) as f64 / 1e6);
                     changes.push(StatusChange {
                         delivery_id: d.delivery_id,
-                        state: if receipt {
-                            DeliveryState::Submitted
-                        } else {
+                        state: if delivered {
                             DeliveryState::Delivered
+                        } else {
+                            DeliveryState::Submitted
                         },
                         from: &[DeliveryState::Queued],
-                        expect_receipt: if receipt { provider_id.clone() } else { None },
+                        expect_receipt: if receipts { provider_id.clone() } else { None },
                         provider_id,
                         code: None,
                         reason: None,
                         attempts,
                         dequeue: true,
-                        via_submitted: !receipt,
+                        via_submitted: delivered,
                         at,
                     });
                 }
@@ -673,9 +681,9 @@ impl Handler<GetState> for ChannelSender {
             queued_low: self.queues.len_of(Priority::Low),
             delayed: self.delayed.len(),
             in_flight: self.in_flight,
-            paused_for_ms: self
-                .paused_until
-                .map_or(0, |u| u.saturating_duration_since(Instant::now()).as_millis() as u64),
+            paused_for_ms: self.paused_until.map_or(0, |u| {
+                u.saturating_duration_since(Instant::now()).as_millis() as u64
+            }),
             error: self.provider_error.clone(),
         })
     }

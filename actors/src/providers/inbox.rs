@@ -8,6 +8,7 @@ use serde::Deserialize;
 use super::{parse_settings, ProviderDeps};
 use crate::channel::sender::SenderConfig;
 use crate::channel::{all, Attempt, Batch, Provider, ProviderError};
+use crate::store::deliveries::NewInboxItem;
 use crate::store::Store;
 
 #[derive(Debug, Deserialize, Default)]
@@ -48,31 +49,26 @@ impl Provider for Inbox {
             else {
                 return all(
                     &batch,
-                    Attempt::Failed(ProviderError::permanent("no_body", "inbox content needs `body`")),
+                    Attempt::Failed(ProviderError::permanent(
+                        "no_body",
+                        "inbox content needs `body`",
+                    )),
                 );
             };
             let items: Vec<_> = batch
                 .targets
                 .iter()
-                .map(|t| {
-                    (
-                        t.app_id,
-                        t.address.clone(),
-                        t.delivery_id,
-                        batch.message_pk,
-                        title.clone(),
-                        body.clone(),
-                    )
+                .map(|t| NewInboxItem {
+                    app_id: t.app_id,
+                    user_id: t.address.clone(),
+                    delivery_id: t.delivery_id,
+                    message_pk: batch.message_pk,
+                    title: title.clone(),
+                    body: body.clone(),
                 })
                 .collect();
             match store.put_inbox(&items).await {
-                Ok(()) => all(
-                    &batch,
-                    Attempt::Accepted {
-                        provider_id: None,
-                        receipt: false,
-                    },
-                ),
+                Ok(()) => all(&batch, Attempt::delivered(None)),
                 Err(e) => all(
                     &batch,
                     Attempt::Failed(ProviderError::retryable("database", e.to_string())),

@@ -6,8 +6,17 @@
 //! thread's runtime) from the channel's `settings`; a setting that is missing or wrong is
 //! an error that names it, and the channel does not start.
 
+pub mod dingtalk;
+pub mod email;
+pub mod feishu;
 pub mod inbox;
+pub mod jpush;
+pub mod jsms;
+pub mod poll;
+pub mod token;
 pub mod webhook;
+pub mod wechat;
+pub mod wecom;
 
 use std::rc::Rc;
 use std::time::Duration;
@@ -37,7 +46,12 @@ pub fn parse_settings<T: DeserializeOwned>(settings: &Value) -> Result<T, String
     };
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        format!("settings.{path}: {}", e.into_inner())
+        let field = if path == "." {
+            "settings".to_owned()
+        } else {
+            format!("settings.{path}")
+        };
+        format!("{field}: {}", e.into_inner())
     })
 }
 
@@ -45,10 +59,26 @@ pub fn parse_settings<T: DeserializeOwned>(settings: &Value) -> Result<T, String
 pub fn check_settings(ty: ChannelType, settings: &Value) -> Result<(), String> {
     match ty {
         ChannelType::Inbox => parse_settings::<inbox::Settings>(settings).map(|_| ()),
-        ChannelType::Webhook => parse_settings::<webhook::Settings>(settings).map(|_| ()),
-        // Types whose clients come later accept any settings for now; their senders
-        // report that they cannot start.
-        _ => Ok(()),
+        ChannelType::Webhook => {
+            let s = parse_settings::<webhook::Settings>(settings)?;
+            webhook::secret_key(&s.secret).map(|_| ())
+        }
+        ChannelType::Email => {
+            let s = parse_settings::<email::Settings>(settings)?;
+            s.from
+                .parse::<lettre::message::Mailbox>()
+                .map_err(|e| format!("settings.from: not a mailbox: {e}"))?;
+            email::transport(&s, 1).map(|_| ())
+        }
+        ChannelType::Wecom => parse_settings::<wecom::Settings>(settings).map(|_| ()),
+        ChannelType::Dingtalk => parse_settings::<dingtalk::Settings>(settings).map(|_| ()),
+        ChannelType::Feishu => parse_settings::<feishu::Settings>(settings).map(|_| ()),
+        ChannelType::Jpush => parse_settings::<jpush::Settings>(settings).map(|_| ()),
+        ChannelType::Jsms => parse_settings::<jsms::Settings>(settings).map(|_| ()),
+        ChannelType::WechatOa => parse_settings::<wechat::Settings>(settings).map(|_| ()),
+        // Types whose clients come later accept any settings; their senders report that
+        // they cannot start and their deliveries stay queued.
+        ChannelType::SmsCmpp | ChannelType::WechatMp | ChannelType::Alipay => Ok(()),
     }
 }
 
@@ -57,6 +87,13 @@ pub fn build(config: &SenderConfig, deps: &ProviderDeps) -> Result<Rc<dyn Provid
     match config.channel_type {
         ChannelType::Inbox => Ok(Rc::new(inbox::Inbox::new(config, deps)?)),
         ChannelType::Webhook => Ok(Rc::new(webhook::Webhook::new(config)?)),
+        ChannelType::Email => Ok(Rc::new(email::Email::new(config)?)),
+        ChannelType::Wecom => Ok(Rc::new(wecom::Wecom::new(config)?)),
+        ChannelType::Dingtalk => Ok(Rc::new(dingtalk::Dingtalk::new(config, deps)?)),
+        ChannelType::Feishu => Ok(Rc::new(feishu::Feishu::new(config)?)),
+        ChannelType::Jpush => Ok(Rc::new(jpush::Jpush::new(config, deps)?)),
+        ChannelType::Jsms => Ok(Rc::new(jsms::Jsms::new(config)?)),
+        ChannelType::WechatOa => Ok(Rc::new(wechat::Wechat::new(config)?)),
         other => Err(format!(
             "channels of type `{}` cannot send from this build",
             other.as_str()
@@ -106,4 +143,75 @@ pub fn redacted(settings: &Value) -> Value {
         ),
         other => other.clone(),
     }
+}
+
+/// An HTTP answer read whole: status, headers, and the body as JSON (`Null` when it is
+/// not JSON).
+pub struct Answer {
+    pub status: reqwest::StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+}
+
+impl Answer {
+    /// A header as whole seconds (`Retry-After`, rate-limit reset headers).
+    pub fn seconds(&self, name: &str) -> Option<Duration> {
+        self.headers
+            .get(name)?
+            .to_str()
+            .ok()?
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(|s| Duration::from_secs_f64(s.min(3600.0)))
+    }
+
+    /// `errcode` (DingTalk, WeCom, WeChat) or `code` (Feishu) of the body; 0 when absent.
+    pub fn errcode(&self) -> i64 {
+        self.body
+            .get("errcode")
+            .or_else(|| self.body.get("code"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+    }
+
+    pub fn errmsg(&self) -> String {
+        self.body
+            .get("errmsg")
+            .or_else(|| self.body.get("msg"))
+            .or_else(|| self.body.pointer("/error/message"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    }
+}
+
+/// Sends a request and reads the answer; a transport failure is a retryable error.
+pub async fn call(req: reqwest::RequestBuilder) -> Result<Answer, crate::channel::ProviderError> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| crate::channel::ProviderError::transport(&e))?;
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp
+        .bytes()
+        .await
+        .map_err(|e| crate::channel::ProviderError::transport(&e))?;
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// The text of a message's content for chat-like channels: `text`, else `body`.
+pub fn content_text(content: &Value) -> Option<String> {
+    content
+        .get("text")
+        .or_else(|| content.get("body"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }

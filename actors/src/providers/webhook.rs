@@ -121,10 +121,7 @@ impl Provider for Webhook {
                         let status = resp.status();
                         let code = status.as_u16().to_string();
                         if status.is_success() {
-                            Attempt::Accepted {
-                                provider_id: None,
-                                receipt: false,
-                            }
+                            Attempt::delivered(None)
                         } else if matches!(status.as_u16(), 429 | 502 | 504) {
                             Attempt::Failed(ProviderError::rate_limited(
                                 code,

@@ -116,6 +116,17 @@ pub struct EventView {
     pub at: DateTime<Utc>,
 }
 
+/// One item to store in a user's inbox.
+#[derive(Debug, Clone)]
+pub struct NewInboxItem {
+    pub app_id: i32,
+    pub user_id: String,
+    pub delivery_id: i64,
+    pub message_pk: i64,
+    pub title: Option<String>,
+    pub body: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct InboxItem {
     pub delivery_id: i64,
@@ -470,10 +481,8 @@ impl Store {
                 ],
             )
             .await?;
-        let applied: HashMap<i64, i64> = updated
-            .into_iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+        let applied: HashMap<i64, i64> =
+            updated.into_iter().map(|r| (r.get(0), r.get(1))).collect();
 
         // Events for the applied changes (plus the implied `submitted` step).
         let mut e_ids = Vec::new();
@@ -507,8 +516,7 @@ impl Store {
             e_codes.push(c.code.as_deref());
             e_reasons.push(c.reason.as_deref());
             e_ats.push(c.at);
-            if let (Some(pid), Some(channel)) =
-                (&c.expect_receipt, channel_of.get(&c.delivery_id))
+            if let (Some(pid), Some(channel)) = (&c.expect_receipt, channel_of.get(&c.delivery_id))
             {
                 r_channels.push(channel.as_str());
                 r_pids.push(pid.as_str());
@@ -621,7 +629,13 @@ impl Store {
             .await?;
         Ok(rows
             .into_iter()
-            .map(|r| (r.get(0), r.get(1), r.get::<_, Option<String>>(2).unwrap_or_default()))
+            .map(|r| {
+                (
+                    r.get(0),
+                    r.get(1),
+                    r.get::<_, Option<String>>(2).unwrap_or_default(),
+                )
+            })
             .collect())
     }
 
@@ -693,17 +707,14 @@ impl Store {
     }
 
     /// Stores inbox items; a delivery already stored (a re-send after a crash) is skipped.
-    pub async fn put_inbox(
-        &self,
-        items: &[(i32, String, i64, i64, Option<String>, String)],
-    ) -> Result<(), StoreError> {
+    pub async fn put_inbox(&self, items: &[NewInboxItem]) -> Result<(), StoreError> {
         let client = self.client().await?;
-        let apps: Vec<i32> = items.iter().map(|i| i.0).collect();
-        let users: Vec<&str> = items.iter().map(|i| i.1.as_str()).collect();
-        let ids: Vec<i64> = items.iter().map(|i| i.2).collect();
-        let msgs: Vec<i64> = items.iter().map(|i| i.3).collect();
-        let titles: Vec<Option<&str>> = items.iter().map(|i| i.4.as_deref()).collect();
-        let bodies: Vec<&str> = items.iter().map(|i| i.5.as_str()).collect();
+        let apps: Vec<i32> = items.iter().map(|i| i.app_id).collect();
+        let users: Vec<&str> = items.iter().map(|i| i.user_id.as_str()).collect();
+        let ids: Vec<i64> = items.iter().map(|i| i.delivery_id).collect();
+        let msgs: Vec<i64> = items.iter().map(|i| i.message_pk).collect();
+        let titles: Vec<Option<&str>> = items.iter().map(|i| i.title.as_deref()).collect();
+        let bodies: Vec<&str> = items.iter().map(|i| i.body.as_str()).collect();
         let stmt = client
             .prepare_cached(
                 "INSERT INTO inbox (app_id, user_id, delivery_id, message_pk, title, body)

@@ -409,7 +409,13 @@ async fn write_group(
     let stmt = tx.prepare_cached(COPY_QUEUE).await?;
     let writer = BinaryCopyInWriter::new(
         tx.copy_in(&stmt).await?,
-        &[Type::INT8, Type::INT2, Type::TIMESTAMPTZ, Type::INT4, Type::INT4],
+        &[
+            Type::INT8,
+            Type::INT2,
+            Type::TIMESTAMPTZ,
+            Type::INT4,
+            Type::INT4,
+        ],
     );
     pin_mut!(writer);
     for r in rows {

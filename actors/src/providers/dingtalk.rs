@@ -1,0 +1,314 @@
+//! DingTalk work notices: `POST /topapi/message/corpconversation/asyncsend_v2` with up to
+//! 1000 recipients per call (`userid_list`, comma-joined), the access token from
+//! `/gettoken` cached per channel.
+//!
+//! Sending is asynchronous at DingTalk: success means the task was accepted. Outcomes are
+//! pulled with `getsendresult` (see `poll.rs`): `read_user_id_list` → read,
+//! `unread_user_id_list` → delivered, `failed_user_id_list` / `forbidden_user_id_list` /
+//! `invalid_user_id_list` → undelivered with that reason. HTTP 200 with `errcode` carries
+//! business errors; 40014 means the token is invalid or expired.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_util::future::LocalBoxFuture;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::poll::{provider_id, Answers, Poller, Query};
+use super::token::{with_token, Fetch, TokenCache};
+use super::{
+    call, content_text, default_timeout_ms, http_client, parse_settings, Answer, ProviderDeps,
+};
+use crate::channel::sender::SenderConfig;
+use crate::channel::{all, Attempt, Batch, ErrorClass, Provider, ProviderError};
+use crate::domain::DeliveryState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default = "default_base")]
+    pub base_url: String,
+    pub appkey: String,
+    pub appsecret: String,
+    pub agent_id: i64,
+    /// How often sent tasks are asked for their results.
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_base() -> String {
+    "https://oapi.dingtalk.com".into()
+}
+
+fn default_poll_ms() -> u64 {
+    5000
+}
+
+/// Classifies a DingTalk `errcode` (nonzero).
+pub fn classify(code: i64, msg: &str) -> ProviderError {
+    let c = code.to_string();
+    match code {
+        40014 | 42001 => ProviderError::new(ErrorClass::Auth, c, msg),
+        // 90018 (per-app QPS) is what the simulator and field reports show; 143103/143104
+        // are the documented per-minute recipient limits.
+        90018 | 90002 | 143103 | 143104 => ProviderError::rate_limited(c, msg, None),
+        -1 => ProviderError::retryable(c, msg),
+        _ => ProviderError::permanent(c, msg),
+    }
+}
+
+fn check(a: &Answer) -> Result<(), ProviderError> {
+    if a.status.is_server_error() {
+        return Err(ProviderError::retryable(
+            a.status.as_u16().to_string(),
+            "server error",
+        ));
+    }
+    if !a.status.is_success() {
+        return Err(ProviderError::permanent(
+            a.status.as_u16().to_string(),
+            "unexpected HTTP status",
+        ));
+    }
+    match a.errcode() {
+        0 => Ok(()),
+        code => Err(classify(code, &a.errmsg())),
+    }
+}
+
+pub struct Dingtalk {
+    client: reqwest::Client,
+    base: Rc<str>,
+    agent_id: i64,
+    tokens: Rc<TokenCache>,
+    poller: Rc<Poller>,
+}
+
+impl Dingtalk {
+    pub fn new(config: &SenderConfig, deps: &ProviderDeps) -> Result<Self, String> {
+        let s: Settings = parse_settings(&config.settings)?;
+        let client = http_client(config.pool_size, Duration::from_millis(s.timeout_ms))?;
+        let base: Rc<str> = s.base_url.trim_end_matches('/').into();
+        let fetch: Fetch = {
+            let client = client.clone();
+            let base = base.clone();
+            let (key, secret) = (s.appkey.clone(), s.appsecret.clone());
+            Rc::new(move || {
+                let req = client
+                    .get(format!("{base}/gettoken"))
+                    .query(&[("appkey", key.as_str()), ("appsecret", secret.as_str())]);
+                Box::pin(async move {
+                    let a = call(req).await?;
+                    check(&a).map_err(|mut e| {
+                        if e.class == ErrorClass::Auth {
+                            e.class = ErrorClass::Permanent;
+                        }
+                        e
+                    })?;
+                    let token = a.body["access_token"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    if token.is_empty() {
+                        return Err(ProviderError::retryable(
+                            "no_token",
+                            "gettoken answered no token",
+                        ));
+                    }
+                    let ttl = a.body["expires_in"].as_u64().unwrap_or(7200);
+                    Ok((token, Duration::from_secs(ttl)))
+                })
+            })
+        };
+        let tokens = TokenCache::new(&config.code, fetch);
+        let query: Query = {
+            let client = client.clone();
+            let base = base.clone();
+            let tokens = tokens.clone();
+            let agent_id = s.agent_id;
+            Rc::new(move |task: String, recipients: Vec<String>| {
+                let client = client.clone();
+                let base = base.clone();
+                let tokens = tokens.clone();
+                Box::pin(async move {
+                    let task_id: i64 = task.parse().unwrap_or_default();
+                    let a = with_token(&tokens, |token| {
+                        let req = client
+                            .post(format!(
+                                "{base}/topapi/message/corpconversation/getsendresult"
+                            ))
+                            .query(&[("access_token", token)])
+                            .json(&json!({"agent_id": agent_id, "task_id": task_id}));
+                        async move {
+                            let a = call(req).await?;
+                            check(&a)?;
+                            Ok(a)
+                        }
+                    })
+                    .await?;
+                    Ok(results(&a.body, &recipients))
+                })
+            })
+        };
+        let poller = Poller::start(
+            &config.code,
+            deps,
+            Duration::from_millis(s.poll_interval_ms),
+            query,
+        );
+        Ok(Self {
+            client,
+            base,
+            agent_id: s.agent_id,
+            tokens,
+            poller: Rc::new(poller),
+        })
+    }
+}
+
+/// What `getsendresult` says about the recipients still waiting.
+fn results(body: &Value, waiting: &[String]) -> Answers {
+    let list = |key: &str| -> Vec<String> {
+        body.pointer(&format!("/send_result/{key}"))
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for (key, state, code) in [
+        ("read_user_id_list", DeliveryState::Read, None),
+        ("unread_user_id_list", DeliveryState::Delivered, None),
+        (
+            "failed_user_id_list",
+            DeliveryState::Undelivered,
+            Some("failed"),
+        ),
+        (
+            "forbidden_user_id_list",
+            DeliveryState::Undelivered,
+            Some("forbidden"),
+        ),
+        (
+            "invalid_user_id_list",
+            DeliveryState::Undelivered,
+            Some("invalid_user"),
+        ),
+    ] {
+        for u in list(key) {
+            if waiting.contains(&u) && !out.iter().any(|(r, _, _): &(String, _, _)| *r == u) {
+                out.push((u, state, code.map(str::to_owned)));
+            }
+        }
+    }
+    out
+}
+
+/// The `msg` object: a provider-native `card` (any DingTalk `msg`), or `text`.
+fn message(content: &Value) -> Option<Value> {
+    if let Some(card) = content.get("card") {
+        return Some(card.clone());
+    }
+    content_text(content).map(|t| json!({"msgtype": "text", "text": {"content": t}}))
+}
+
+impl Provider for Dingtalk {
+    fn max_batch(&self) -> usize {
+        1000
+    }
+
+    fn send(&self, batch: Batch) -> LocalBoxFuture<'static, Vec<(i64, Attempt)>> {
+        let client = self.client.clone();
+        let base = self.base.clone();
+        let tokens = self.tokens.clone();
+        let poller = self.poller.clone();
+        let agent_id = self.agent_id;
+        Box::pin(async move {
+            let Some(msg) = message(&batch.content) else {
+                return all(
+                    &batch,
+                    Attempt::Failed(ProviderError::permanent(
+                        "no_content",
+                        "dingtalk content needs `text` or `card`",
+                    )),
+                );
+            };
+            let users: Vec<&str> = batch.targets.iter().map(|t| t.address.as_str()).collect();
+            let body = json!({"agent_id": agent_id, "userid_list": users.join(","), "msg": msg});
+            let result = with_token(&tokens, |token| {
+                let req = client
+                    .post(format!(
+                        "{base}/topapi/message/corpconversation/asyncsend_v2"
+                    ))
+                    .query(&[("access_token", token)])
+                    .json(&body);
+                async move {
+                    let a = call(req).await?;
+                    check(&a)?;
+                    Ok(a)
+                }
+            })
+            .await;
+            match result {
+                Err(e) => all(&batch, Attempt::Failed(e)),
+                Ok(a) => {
+                    let task = match &a.body["task_id"] {
+                        Value::Number(n) => n.to_string(),
+                        Value::String(s) => s.clone(),
+                        _ => {
+                            return all(
+                                &batch,
+                                Attempt::Failed(ProviderError::retryable(
+                                    "no_task_id",
+                                    "asyncsend_v2 answered no task_id",
+                                )),
+                            );
+                        }
+                    };
+                    poller.track(&task, users.iter().map(|u| (*u).to_owned()).collect());
+                    batch
+                        .targets
+                        .iter()
+                        .map(|t| {
+                            (
+                                t.delivery_id,
+                                Attempt::submitted(provider_id(&task, &t.address)),
+                            )
+                        })
+                        .collect()
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn send_results_map_to_states() {
+        let body = json!({"errcode": 0, "send_result": {
+            "read_user_id_list": ["a"], "unread_user_id_list": ["b"],
+            "failed_user_id_list": ["c"], "invalid_user_id_list": ["d"],
+            "forbidden_user_id_list": []}});
+        let waiting: Vec<String> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let r = results(&body, &waiting);
+        assert_eq!(r.len(), 4);
+        assert!(r.contains(&("a".into(), DeliveryState::Read, None)));
+        assert!(r.contains(&(
+            "d".into(),
+            DeliveryState::Undelivered,
+            Some("invalid_user".into())
+        )));
+    }
+}

@@ -1,0 +1,175 @@
+//! Email over SMTP with lettre's async transport and its connection pool (sized to the
+//! channel's `pool_size`). TLS: `none`, `starttls` (required), or `tls` (implicit, SMTPS).
+//!
+//! One SMTP transaction per recipient: a rejected `RCPT TO` aborts a whole transaction,
+//! so separate transactions are what give each recipient its own outcome. A 250 from the
+//! relay is the delivery as far as umsd can see (there are no delivery receipts); 4xx
+//! replies and connection failures are retried, 5xx replies fail the delivery with the
+//! reply code.
+
+use std::time::Duration;
+
+use futures_util::future::LocalBoxFuture;
+use lettre::message::{header::ContentType, Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::PoolConfig;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{default_timeout_ms, parse_settings};
+use crate::channel::sender::SenderConfig;
+use crate::channel::{Attempt, Batch, Provider, ProviderError};
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    None,
+    Starttls,
+    Tls,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub host: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default = "default_tls")]
+    pub tls: TlsMode,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    /// The sender, e.g. `UMS <noreply@example.com>`.
+    pub from: String,
+    /// Accept a certificate that does not verify (test relays with self-signed
+    /// certificates only).
+    #[serde(default)]
+    pub accept_invalid_certs: bool,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_tls() -> TlsMode {
+    TlsMode::Starttls
+}
+
+pub struct Email {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+/// Checks the settings and builds the transport (no connection is made yet).
+pub fn transport(
+    s: &Settings,
+    pool_size: usize,
+) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
+    let tls_params = || {
+        TlsParameters::builder(s.host.clone())
+            .dangerous_accept_invalid_certs(s.accept_invalid_certs)
+            .build()
+            .map_err(|e| format!("settings.tls: {e}"))
+    };
+    let (tls, port) = match s.tls {
+        TlsMode::None => (Tls::None, 25),
+        TlsMode::Starttls => (Tls::Required(tls_params()?), 587),
+        TlsMode::Tls => (Tls::Wrapper(tls_params()?), 465),
+    };
+    let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host)
+        .port(s.port.unwrap_or(port))
+        .tls(tls)
+        .timeout(Some(Duration::from_millis(s.timeout_ms)))
+        .pool_config(PoolConfig::new().max_size(pool_size.max(1) as u32));
+    match (&s.username, &s.password) {
+        (Some(u), Some(p)) => b = b.credentials(Credentials::new(u.clone(), p.clone())),
+        (None, None) => {}
+        _ => return Err("settings.username: username and password go together".into()),
+    }
+    Ok(b.build())
+}
+
+impl Email {
+    pub fn new(config: &SenderConfig) -> Result<Self, String> {
+        let s: Settings = parse_settings(&config.settings)?;
+        let from: Mailbox = s
+            .from
+            .parse()
+            .map_err(|e| format!("settings.from: not a mailbox: {e}"))?;
+        Ok(Self {
+            transport: transport(&s, config.pool_size)?,
+            from,
+        })
+    }
+}
+
+/// Classifies a failed SMTP transaction.
+pub fn classify(e: &lettre::transport::smtp::Error) -> ProviderError {
+    let code = e.status().map(|c| c.to_string()).unwrap_or_else(|| {
+        if e.is_timeout() {
+            "timeout".into()
+        } else {
+            "connection".into()
+        }
+    });
+    if e.is_permanent() {
+        ProviderError::permanent(code, e.to_string())
+    } else {
+        // 4xx, and network or TLS failures: the message may go through later.
+        ProviderError::retryable(code, e.to_string())
+    }
+}
+
+fn build(from: &Mailbox, to: &str, content: &Value) -> Result<Message, ProviderError> {
+    let to: Mailbox = to.parse().map_err(|_| {
+        ProviderError::permanent("invalid_address", format!("`{to}` is not an email address"))
+    })?;
+    let subject = content.get("subject").and_then(Value::as_str).unwrap_or("");
+    let text = content.get("text").and_then(Value::as_str);
+    let html = content.get("html").and_then(Value::as_str);
+    let b = Message::builder()
+        .from(from.clone())
+        .to(to)
+        .subject(subject);
+    let m = match (text, html) {
+        (Some(t), Some(h)) => b.multipart(MultiPart::alternative_plain_html(
+            t.to_owned(),
+            h.to_owned(),
+        )),
+        (None, Some(h)) => b.singlepart(
+            SinglePart::builder()
+                .header(ContentType::TEXT_HTML)
+                .body(h.to_owned()),
+        ),
+        (Some(t), None) => b.singlepart(SinglePart::plain(t.to_owned())),
+        (None, None) => {
+            return Err(ProviderError::permanent(
+                "no_content",
+                "email content needs `text` or `html`",
+            ))
+        }
+    };
+    m.map_err(|e| ProviderError::permanent("invalid_message", e.to_string()))
+}
+
+impl Provider for Email {
+    fn send(&self, batch: Batch) -> LocalBoxFuture<'static, Vec<(i64, Attempt)>> {
+        let transport = self.transport.clone();
+        let from = self.from.clone();
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(batch.targets.len());
+            for t in &batch.targets {
+                let attempt = match build(&from, &t.address, &batch.content) {
+                    Err(e) => Attempt::Failed(e),
+                    Ok(m) => match transport.send(m).await {
+                        Ok(resp) => Attempt::delivered(resp.first_line().map(str::to_owned)),
+                        Err(e) => Attempt::Failed(classify(&e)),
+                    },
+                };
+                out.push((t.delivery_id, attempt));
+            }
+            out
+        })
+    }
+}

@@ -1,0 +1,185 @@
+//! Feishu / Lark bot messages: `POST /open-apis/im/v1/messages?receive_id_type=…`, one
+//! recipient per call, the tenant access token from
+//! `/open-apis/auth/v3/tenant_access_token/internal` cached per channel.
+//!
+//! Each call carries `uuid` = the delivery id: Feishu sends at most one message per uuid
+//! an hour, which makes a re-send after a crash safe. Acceptance is the delivery (Feishu
+//! has no delivery receipt); the `im.message.message_read_v1` event later marks it read.
+//! Business errors are HTTP 400 with a body `code`; gateway throttling is HTTP 429 with
+//! code 99991400 and `x-ogw-ratelimit-reset`.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_util::future::LocalBoxFuture;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::token::{with_token, Fetch, TokenCache};
+use super::{call, content_text, default_timeout_ms, http_client, parse_settings, Answer};
+use crate::channel::sender::SenderConfig;
+use crate::channel::{all, Attempt, Batch, ErrorClass, Provider, ProviderError};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default = "default_base")]
+    pub base_url: String,
+    pub app_id: String,
+    pub app_secret: String,
+    #[serde(default = "default_id_type")]
+    pub receive_id_type: String,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_base() -> String {
+    "https://open.feishu.cn".into()
+}
+
+fn default_id_type() -> String {
+    "open_id".into()
+}
+
+/// Classifies a Feishu answer that is not a success.
+pub fn classify(a: &Answer) -> ProviderError {
+    let code = a.errcode();
+    let msg = a.errmsg();
+    let c = if code == 0 {
+        a.status.as_u16().to_string()
+    } else {
+        code.to_string()
+    };
+    match code {
+        99991663 | 99991661 | 99991664 => ProviderError::new(ErrorClass::Auth, c, msg),
+        99991400 | 230020 | 11232 => {
+            ProviderError::rate_limited(c, msg, a.seconds("x-ogw-ratelimit-reset"))
+        }
+        230049 => ProviderError::retryable(c, msg),
+        0 if a.status.as_u16() == 429 => {
+            ProviderError::rate_limited(c, msg, a.seconds("x-ogw-ratelimit-reset"))
+        }
+        0 if a.status.is_server_error() => ProviderError::retryable(c, msg),
+        _ if a.status.is_server_error() => ProviderError::retryable(c, msg),
+        _ => ProviderError::permanent(c, msg),
+    }
+}
+
+pub struct Feishu {
+    client: reqwest::Client,
+    base: Rc<str>,
+    id_type: Rc<str>,
+    tokens: Rc<TokenCache>,
+}
+
+impl Feishu {
+    pub fn new(config: &SenderConfig) -> Result<Self, String> {
+        let s: Settings = parse_settings(&config.settings)?;
+        let client = http_client(config.pool_size, Duration::from_millis(s.timeout_ms))?;
+        let base: Rc<str> = s.base_url.trim_end_matches('/').into();
+        let fetch: Fetch = {
+            let client = client.clone();
+            let base = base.clone();
+            let body = json!({"app_id": s.app_id, "app_secret": s.app_secret});
+            Rc::new(move || {
+                let req = client
+                    .post(format!(
+                        "{base}/open-apis/auth/v3/tenant_access_token/internal"
+                    ))
+                    .json(&body);
+                Box::pin(async move {
+                    let a = call(req).await?;
+                    if !a.status.is_success() || a.errcode() != 0 {
+                        let mut e = classify(&a);
+                        if e.class == ErrorClass::Auth {
+                            e.class = ErrorClass::Permanent;
+                        }
+                        return Err(e);
+                    }
+                    let token = a.body["tenant_access_token"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    if token.is_empty() {
+                        return Err(ProviderError::retryable(
+                            "no_token",
+                            "no tenant_access_token",
+                        ));
+                    }
+                    let ttl = a.body["expire"].as_u64().unwrap_or(7200);
+                    Ok((token, Duration::from_secs(ttl)))
+                })
+            })
+        };
+        Ok(Self {
+            client,
+            base,
+            id_type: s.receive_id_type.into(),
+            tokens: TokenCache::new(&config.code, fetch),
+        })
+    }
+}
+
+/// (msg_type, content string): a provider-native `card` (interactive), or `text`.
+fn message(content: &Value) -> Option<(&'static str, String)> {
+    if let Some(card) = content.get("card") {
+        return Some(("interactive", card.to_string()));
+    }
+    content_text(content).map(|t| ("text", json!({ "text": t }).to_string()))
+}
+
+impl Provider for Feishu {
+    fn send(&self, batch: Batch) -> LocalBoxFuture<'static, Vec<(i64, Attempt)>> {
+        let client = self.client.clone();
+        let base = self.base.clone();
+        let tokens = self.tokens.clone();
+        let id_type = self.id_type.clone();
+        Box::pin(async move {
+            let Some((msg_type, content)) = message(&batch.content) else {
+                return all(
+                    &batch,
+                    Attempt::Failed(ProviderError::permanent(
+                        "no_content",
+                        "feishu content needs `text` or `card`",
+                    )),
+                );
+            };
+            let mut out = Vec::with_capacity(batch.targets.len());
+            for t in &batch.targets {
+                let body = json!({
+                    "receive_id": t.address, "msg_type": msg_type, "content": content,
+                    "uuid": format!("dlv_{}", t.delivery_id),
+                });
+                let result = with_token(&tokens, |token| {
+                    let req = client
+                        .post(format!("{base}/open-apis/im/v1/messages"))
+                        .query(&[("receive_id_type", &*id_type)])
+                        .bearer_auth(token)
+                        .json(&body);
+                    async move {
+                        let a = call(req).await?;
+                        if a.status.is_success() && a.errcode() == 0 {
+                            Ok(a)
+                        } else {
+                            Err(classify(&a))
+                        }
+                    }
+                })
+                .await;
+                let attempt = match result {
+                    Err(e) => Attempt::Failed(e),
+                    Ok(a) => match a.body.pointer("/data/message_id").and_then(Value::as_str) {
+                        Some(id) => Attempt::Accepted {
+                            provider_id: Some(id.to_owned()),
+                            delivered: true,
+                            receipts: true,
+                        },
+                        None => Attempt::delivered(None),
+                    },
+                };
+                out.push((t.delivery_id, attempt));
+            }
+            out
+        })
+    }
+}

@@ -1,0 +1,231 @@
+//! JPush v3 app push: `POST /v3/push` with up to 1000 registration ids per call, HTTP Basic
+//! auth (`app_key:master_secret`, no token). Errors are non-200 answers with
+//! `{"error":{"code","message"}}`; 2002 / HTTP 429 is throttling with
+//! `X-Rate-Limit-Reset`. Delivery is pulled from the report API
+//! (`POST /v3/status/message`, see `poll.rs`): 0 delivered, 1 not delivered, 2 not a
+//! registration id of the app.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_util::future::LocalBoxFuture;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::poll::{provider_id, Answers, Poller, Query};
+use super::{call, default_timeout_ms, http_client, parse_settings, Answer, ProviderDeps};
+use crate::channel::sender::SenderConfig;
+use crate::channel::{all, Attempt, Batch, Provider, ProviderError};
+use crate::domain::DeliveryState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default = "default_base")]
+    pub base_url: String,
+    #[serde(default = "default_report")]
+    pub report_url: String,
+    pub app_key: String,
+    pub master_secret: String,
+    /// Send iOS notifications to the production APNs environment.
+    #[serde(default)]
+    pub apns_production: bool,
+    /// Offline storage time in seconds (JPush default one day).
+    #[serde(default)]
+    pub time_to_live: Option<u64>,
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_base() -> String {
+    "https://api.jpush.cn".into()
+}
+
+fn default_report() -> String {
+    "https://report.jpush.cn".into()
+}
+
+fn default_poll_ms() -> u64 {
+    5000
+}
+
+/// Classifies a JPush answer that is not a success.
+pub fn classify(a: &Answer) -> ProviderError {
+    let code = a
+        .body
+        .pointer("/error/code")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let msg = a.errmsg();
+    let c = if code == 0 {
+        a.status.as_u16().to_string()
+    } else {
+        code.to_string()
+    };
+    match (code, a.status.as_u16()) {
+        (2002, _) | (_, 429) => {
+            ProviderError::rate_limited(c, msg, a.seconds("x-rate-limit-reset"))
+        }
+        (1000 | 1030, _) => ProviderError::retryable(c, msg),
+        (_, s) if s >= 500 => ProviderError::retryable(c, msg),
+        _ => ProviderError::permanent(c, msg),
+    }
+}
+
+pub struct Jpush {
+    client: reqwest::Client,
+    base: Rc<str>,
+    key: Rc<str>,
+    secret: Rc<str>,
+    apns_production: bool,
+    ttl: Option<u64>,
+    poller: Rc<Poller>,
+}
+
+impl Jpush {
+    pub fn new(config: &SenderConfig, deps: &ProviderDeps) -> Result<Self, String> {
+        let s: Settings = parse_settings(&config.settings)?;
+        let client = http_client(config.pool_size, Duration::from_millis(s.timeout_ms))?;
+        let report: Rc<str> = s.report_url.trim_end_matches('/').into();
+        let query: Query = {
+            let client = client.clone();
+            let (key, secret) = (s.app_key.clone(), s.master_secret.clone());
+            Rc::new(move |task: String, rids: Vec<String>| {
+                let req = client
+                    .post(format!("{report}/v3/status/message"))
+                    .basic_auth(&key, Some(&secret))
+                    .json(&json!({"msg_id": task.parse::<i64>().unwrap_or_default(), "registration_ids": rids}));
+                Box::pin(async move {
+                    let a = call(req).await?;
+                    if !a.status.is_success() {
+                        return Err(classify(&a));
+                    }
+                    Ok(statuses(&a.body))
+                })
+            })
+        };
+        let poller = Poller::start(
+            &config.code,
+            deps,
+            Duration::from_millis(s.poll_interval_ms),
+            query,
+        );
+        Ok(Self {
+            client,
+            base: s.base_url.trim_end_matches('/').into(),
+            key: s.app_key.into(),
+            secret: s.master_secret.into(),
+            apns_production: s.apns_production,
+            ttl: s.time_to_live,
+            poller: Rc::new(poller),
+        })
+    }
+}
+
+fn statuses(body: &Value) -> Answers {
+    let Some(map) = body.as_object() else {
+        return Vec::new();
+    };
+    map.iter()
+        .filter_map(|(rid, v)| {
+            let s = v.get("status")?.as_i64()?;
+            let (state, code) = match s {
+                0 => (DeliveryState::Delivered, None),
+                1 => (DeliveryState::Undelivered, Some("not_delivered")),
+                2 => (DeliveryState::Undelivered, Some("not_in_app")),
+                3 => (DeliveryState::Undelivered, Some("not_a_target")),
+                // 4: a system error at JPush; ask again later.
+                _ => return None,
+            };
+            Some((rid.clone(), state, code.map(str::to_owned)))
+        })
+        .collect()
+}
+
+impl Provider for Jpush {
+    fn max_batch(&self) -> usize {
+        1000
+    }
+
+    fn send(&self, batch: Batch) -> LocalBoxFuture<'static, Vec<(i64, Attempt)>> {
+        let c = &batch.content;
+        let alert = c
+            .get("alert")
+            .or_else(|| c.get("text"))
+            .cloned()
+            .unwrap_or(Value::Null);
+        let title = c.get("title").cloned().unwrap_or(Value::Null);
+        let extras = c.get("extras").cloned().unwrap_or_else(|| json!({}));
+        let rids: Vec<&str> = batch.targets.iter().map(|t| t.address.as_str()).collect();
+        let mut options = json!({
+            "sendno": (batch.message_pk % 1_000_000_000).max(1),
+            "apns_production": self.apns_production,
+        });
+        if let Some(ttl) = self.ttl {
+            options["time_to_live"] = json!(ttl);
+        }
+        let body = json!({
+            "platform": "all",
+            "audience": {"registration_id": rids},
+            "notification": {
+                "alert": alert,
+                "android": {"alert": alert, "title": title, "extras": extras},
+                "ios": {"alert": alert, "extras": extras},
+            },
+            "options": options,
+        });
+        let req = self
+            .client
+            .post(format!("{}/v3/push", self.base))
+            .basic_auth(&*self.key, Some(&*self.secret))
+            .json(&body);
+        let poller = self.poller.clone();
+        Box::pin(async move {
+            if alert.is_null() {
+                return all(
+                    &batch,
+                    Attempt::Failed(ProviderError::permanent(
+                        "no_content",
+                        "jpush content needs `alert`",
+                    )),
+                );
+            }
+            let a = match call(req).await {
+                Ok(a) => a,
+                Err(e) => return all(&batch, Attempt::Failed(e)),
+            };
+            if !a.status.is_success() {
+                return all(&batch, Attempt::Failed(classify(&a)));
+            }
+            let msg_id = match &a.body["msg_id"] {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => n.to_string(),
+                _ => {
+                    return all(
+                        &batch,
+                        Attempt::Failed(ProviderError::retryable(
+                            "no_msg_id",
+                            "push answered no msg_id",
+                        )),
+                    )
+                }
+            };
+            poller.track(
+                &msg_id,
+                batch.targets.iter().map(|t| t.address.clone()).collect(),
+            );
+            batch
+                .targets
+                .iter()
+                .map(|t| {
+                    (
+                        t.delivery_id,
+                        Attempt::submitted(provider_id(&msg_id, &t.address)),
+                    )
+                })
+                .collect()
+        })
+    }
+}

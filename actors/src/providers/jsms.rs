@@ -1,0 +1,173 @@
+//! JSMS (Jiguang SMS) template messages: `POST /v1/messages` for one recipient,
+//! `POST /v1/messages/batch` for up to 1000 (one outcome per recipient), HTTP Basic auth.
+//! Delivery reports arrive as signed form posts at `/callbacks/{code}` (see the front
+//! door's `callbacks.rs`), matched by `msg_id`.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_util::future::LocalBoxFuture;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{call, default_timeout_ms, http_client, parse_settings, Answer};
+use crate::channel::sender::SenderConfig;
+use crate::channel::{all, Attempt, Batch, Provider, ProviderError};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default = "default_base")]
+    pub base_url: String,
+    pub app_key: String,
+    pub master_secret: String,
+    #[serde(default)]
+    pub sign_id: Option<i64>,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_base() -> String {
+    "https://api.sms.jpush.cn".into()
+}
+
+/// Classifies a JSMS error code.
+pub fn classify_code(code: i64, status: u16, msg: &str) -> ProviderError {
+    let c = if code == 0 {
+        status.to_string()
+    } else {
+        code.to_string()
+    };
+    match code {
+        50009 => ProviderError::rate_limited(c, msg, None),
+        50019 => ProviderError::retryable(c, msg),
+        0 if status >= 500 || status == 429 => ProviderError::retryable(c, msg),
+        _ => ProviderError::permanent(c, msg),
+    }
+}
+
+fn classify(a: &Answer) -> ProviderError {
+    let code = a
+        .body
+        .pointer("/error/code")
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    classify_code(code, a.status.as_u16(), &a.errmsg())
+}
+
+fn id_of(v: &Value) -> Option<String> {
+    match v {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        _ => None,
+    }
+}
+
+pub struct Jsms {
+    client: reqwest::Client,
+    base: Rc<str>,
+    key: Rc<str>,
+    secret: Rc<str>,
+    sign_id: Option<i64>,
+}
+
+impl Jsms {
+    pub fn new(config: &SenderConfig) -> Result<Self, String> {
+        let s: Settings = parse_settings(&config.settings)?;
+        Ok(Self {
+            client: http_client(config.pool_size, Duration::from_millis(s.timeout_ms))?,
+            base: s.base_url.trim_end_matches('/').into(),
+            key: s.app_key.into(),
+            secret: s.master_secret.into(),
+            sign_id: s.sign_id,
+        })
+    }
+}
+
+impl Provider for Jsms {
+    fn max_batch(&self) -> usize {
+        1000
+    }
+
+    fn send(&self, batch: Batch) -> LocalBoxFuture<'static, Vec<(i64, Attempt)>> {
+        let c = &batch.content;
+        let temp_id = c.get("template_id").cloned().unwrap_or(Value::Null);
+        let params = c.get("params").cloned().unwrap_or_else(|| json!({}));
+        let single = batch.targets.len() == 1;
+        let mut body = if single {
+            json!({"mobile": batch.targets[0].address, "temp_id": temp_id, "temp_para": params})
+        } else {
+            let recipients: Vec<Value> = batch
+                .targets
+                .iter()
+                .map(|t| json!({"mobile": t.address, "temp_para": params}))
+                .collect();
+            json!({"temp_id": temp_id, "recipients": recipients})
+        };
+        if let Some(sign) = self.sign_id {
+            body["sign_id"] = json!(sign);
+        }
+        let path = if single {
+            "/v1/messages"
+        } else {
+            "/v1/messages/batch"
+        };
+        let req = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .basic_auth(&*self.key, Some(&*self.secret))
+            .json(&body);
+        Box::pin(async move {
+            if temp_id.is_null() {
+                return all(
+                    &batch,
+                    Attempt::Failed(ProviderError::permanent(
+                        "no_content",
+                        "jsms content needs `template_id`",
+                    )),
+                );
+            }
+            let a = match call(req).await {
+                Ok(a) => a,
+                Err(e) => return all(&batch, Attempt::Failed(e)),
+            };
+            if !a.status.is_success() {
+                return all(&batch, Attempt::Failed(classify(&a)));
+            }
+            if single {
+                return match id_of(&a.body["msg_id"]) {
+                    Some(id) => all(&batch, Attempt::submitted(id)),
+                    None => all(
+                        &batch,
+                        Attempt::Failed(ProviderError::retryable("no_msg_id", "no msg_id")),
+                    ),
+                };
+            }
+            let rows = a.body["recipients"].as_array().cloned().unwrap_or_default();
+            batch
+                .targets
+                .iter()
+                .map(|t| {
+                    let row = rows
+                        .iter()
+                        .find(|r| r["mobile"].as_str() == Some(t.address.as_str()));
+                    let attempt = match row {
+                        Some(r) => match id_of(&r["msg_id"]) {
+                            Some(id) => Attempt::submitted(id),
+                            None => {
+                                let code = r["error_code"].as_i64().unwrap_or(0);
+                                let msg = r["error_message"].as_str().unwrap_or("");
+                                Attempt::Failed(classify_code(code, 403, msg))
+                            }
+                        },
+                        None => Attempt::Failed(ProviderError::retryable(
+                            "no_result",
+                            "recipient missing from the batch answer",
+                        )),
+                    };
+                    (t.delivery_id, attempt)
+                })
+                .collect()
+        })
+    }
+}

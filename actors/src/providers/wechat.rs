@@ -1,0 +1,210 @@
+//! WeChat Official Account template messages:
+//! `POST /cgi-bin/message/template/send`, one recipient (openid) per call, the access
+//! token from `/cgi-bin/token` (or `/cgi-bin/stable_token`) cached per channel. Fetching a
+//! token invalidates the previous one, so the cache's single refresher matters here.
+//!
+//! `client_msg_id` = the delivery id makes a re-send after a crash safe. Results arrive as
+//! `TEMPLATESENDJOBFINISH` XML events at `/callbacks/{code}`, matched by `MsgID`.
+
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_util::future::LocalBoxFuture;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::token::{with_token, Fetch, TokenCache};
+use super::{call, default_timeout_ms, http_client, parse_settings, Answer};
+use crate::channel::sender::SenderConfig;
+use crate::channel::{all, Attempt, Batch, ErrorClass, Provider, ProviderError};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default = "default_base")]
+    pub base_url: String,
+    pub appid: String,
+    pub secret: String,
+    /// Use `/cgi-bin/stable_token` (no invalidation race between several fetchers).
+    #[serde(default)]
+    pub stable_token: bool,
+    /// The token configured for the account's server URL, to verify event signatures.
+    #[serde(default)]
+    pub callback_token: Option<String>,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_base() -> String {
+    "https://api.weixin.qq.com".into()
+}
+
+/// Classifies a WeChat `errcode` (nonzero).
+pub fn classify(code: i64, msg: &str) -> ProviderError {
+    let c = code.to_string();
+    match code {
+        40001 | 40014 | 42001 | 41001 => ProviderError::new(ErrorClass::Auth, c, msg),
+        // 45009 is the daily quota: waiting minutes, not seconds, is what helps.
+        45009 => ProviderError::rate_limited(c, msg, Some(Duration::from_secs(60))),
+        -1 => ProviderError::retryable(c, msg),
+        _ => ProviderError::permanent(c, msg),
+    }
+}
+
+fn check(a: &Answer) -> Result<(), ProviderError> {
+    if a.status.is_server_error() {
+        return Err(ProviderError::retryable(
+            a.status.as_u16().to_string(),
+            "server error",
+        ));
+    }
+    if !a.status.is_success() {
+        return Err(ProviderError::permanent(
+            a.status.as_u16().to_string(),
+            "unexpected HTTP status",
+        ));
+    }
+    match a.errcode() {
+        0 => Ok(()),
+        code => Err(classify(code, &a.errmsg())),
+    }
+}
+
+pub struct Wechat {
+    client: reqwest::Client,
+    base: Rc<str>,
+    tokens: Rc<TokenCache>,
+}
+
+impl Wechat {
+    pub fn new(config: &SenderConfig) -> Result<Self, String> {
+        let s: Settings = parse_settings(&config.settings)?;
+        let client = http_client(config.pool_size, Duration::from_millis(s.timeout_ms))?;
+        let base: Rc<str> = s.base_url.trim_end_matches('/').into();
+        let fetch: Fetch = {
+            let client = client.clone();
+            let base = base.clone();
+            let (appid, secret, stable) = (s.appid.clone(), s.secret.clone(), s.stable_token);
+            Rc::new(move || {
+                let req = if stable {
+                    client
+                        .post(format!("{base}/cgi-bin/stable_token"))
+                        .json(&json!({
+                            "grant_type": "client_credential", "appid": appid, "secret": secret,
+                        }))
+                } else {
+                    client.get(format!("{base}/cgi-bin/token")).query(&[
+                        ("grant_type", "client_credential"),
+                        ("appid", appid.as_str()),
+                        ("secret", secret.as_str()),
+                    ])
+                };
+                Box::pin(async move {
+                    let a = call(req).await?;
+                    check(&a).map_err(|mut e| {
+                        if e.class == ErrorClass::Auth {
+                            e.class = ErrorClass::Permanent;
+                        }
+                        e
+                    })?;
+                    let token = a.body["access_token"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    if token.is_empty() {
+                        return Err(ProviderError::retryable("no_token", "no access_token"));
+                    }
+                    let ttl = a.body["expires_in"].as_u64().unwrap_or(7200);
+                    Ok((token, Duration::from_secs(ttl)))
+                })
+            })
+        };
+        Ok(Self {
+            client,
+            base,
+            tokens: TokenCache::new(&config.code, fetch),
+        })
+    }
+}
+
+impl Provider for Wechat {
+    fn send(&self, batch: Batch) -> LocalBoxFuture<'static, Vec<(i64, Attempt)>> {
+        let client = self.client.clone();
+        let base = self.base.clone();
+        let tokens = self.tokens.clone();
+        Box::pin(async move {
+            let c = &batch.content;
+            let Some(template_id) = c.get("template_id").cloned() else {
+                return all(
+                    &batch,
+                    Attempt::Failed(ProviderError::permanent(
+                        "no_content",
+                        "wechat_oa content needs `template_id`",
+                    )),
+                );
+            };
+            let mut out = Vec::with_capacity(batch.targets.len());
+            for t in &batch.targets {
+                let mut body = json!({
+                    "touser": t.address,
+                    "template_id": template_id,
+                    "data": c.get("data").cloned().unwrap_or_else(|| json!({})),
+                    "client_msg_id": format!("dlv_{}", t.delivery_id),
+                });
+                if let Some(url) = c.get("url") {
+                    body["url"] = url.clone();
+                }
+                let result = with_token(&tokens, |token| {
+                    let req = client
+                        .post(format!("{base}/cgi-bin/message/template/send"))
+                        .query(&[("access_token", token)])
+                        .json(&body);
+                    async move {
+                        let a = call(req).await?;
+                        check(&a)?;
+                        Ok(a)
+                    }
+                })
+                .await;
+                let attempt = match result {
+                    Err(e) => Attempt::Failed(e),
+                    Ok(a) => match &a.body["msgid"] {
+                        Value::Number(n) => Attempt::submitted(n.to_string()),
+                        Value::String(s) => Attempt::submitted(s.clone()),
+                        _ => Attempt::delivered(None),
+                    },
+                };
+                out.push((t.delivery_id, attempt));
+            }
+            out
+        })
+    }
+}
+
+/// The value of `<tag>` in a WeChat XML event (CDATA or plain text).
+pub fn xml_field<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let start = xml.find(&open)? + open.len();
+    let end = start + xml[start..].find(&close)?;
+    let v = xml[start..end].trim();
+    Some(
+        v.strip_prefix("<![CDATA[")
+            .and_then(|v| v.strip_suffix("]]>"))
+            .unwrap_or(v),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_cdata_and_plain_fields() {
+        let xml = "<xml><ToUserName><![CDATA[gh_1]]></ToUserName><MsgID>200163836</MsgID>\
+                   <Status><![CDATA[failed:user block]]></Status></xml>";
+        assert_eq!(xml_field(xml, "MsgID"), Some("200163836"));
+        assert_eq!(xml_field(xml, "Status"), Some("failed:user block"));
+        assert_eq!(xml_field(xml, "Event"), None);
+    }
+}

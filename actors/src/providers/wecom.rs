@@ -1,0 +1,208 @@
+//! WeCom (Enterprise WeChat) app messages: `POST /cgi-bin/message/send` with up to 1000
+//! recipients per call (`touser` joined by `|`), the access token from `/cgi-bin/gettoken`
+//! cached per channel.
+//!
+//! WeCom answers HTTP 200 with `errcode` for business errors, and reports a partial failure
+//! inside a success: the recipients listed in `invaliduser` / `unlicenseduser` fail
+//! (permanently), the others are delivered. WeCom has no delivery receipts, so acceptance
+//! is the delivery.
+
+use std::collections::HashSet;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures_util::future::LocalBoxFuture;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::token::{with_token, Fetch, TokenCache};
+use super::{call, content_text, default_timeout_ms, http_client, parse_settings, Answer};
+use crate::channel::sender::SenderConfig;
+use crate::channel::{all, Attempt, Batch, ErrorClass, Provider, ProviderError};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default = "default_base")]
+    pub base_url: String,
+    pub corpid: String,
+    pub corpsecret: String,
+    pub agentid: i64,
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_base() -> String {
+    "https://qyapi.weixin.qq.com".into()
+}
+
+pub struct Wecom {
+    client: reqwest::Client,
+    base: Rc<str>,
+    agentid: i64,
+    tokens: Rc<TokenCache>,
+}
+
+/// Classifies a WeCom `errcode` (nonzero).
+pub fn classify(code: i64, msg: &str) -> ProviderError {
+    let c = code.to_string();
+    match code {
+        40014 | 42001 | 41001 => ProviderError::new(ErrorClass::Auth, c, msg),
+        45009 | 45033 => ProviderError::rate_limited(c, msg, None),
+        -1 => ProviderError::retryable(c, msg),
+        _ => ProviderError::permanent(c, msg),
+    }
+}
+
+fn check(a: &Answer) -> Result<(), ProviderError> {
+    if a.status.is_server_error() {
+        return Err(ProviderError::retryable(
+            a.status.as_u16().to_string(),
+            "server error",
+        ));
+    }
+    if !a.status.is_success() {
+        return Err(ProviderError::permanent(
+            a.status.as_u16().to_string(),
+            "unexpected HTTP status",
+        ));
+    }
+    match a.errcode() {
+        0 => Ok(()),
+        code => Err(classify(code, &a.errmsg())),
+    }
+}
+
+impl Wecom {
+    pub fn new(config: &SenderConfig) -> Result<Self, String> {
+        let s: Settings = parse_settings(&config.settings)?;
+        let client = http_client(config.pool_size, Duration::from_millis(s.timeout_ms))?;
+        let base: Rc<str> = s.base_url.trim_end_matches('/').into();
+        let fetch: Fetch = {
+            let client = client.clone();
+            let base = base.clone();
+            let (corpid, secret) = (s.corpid.clone(), s.corpsecret.clone());
+            Rc::new(move || {
+                let req = client
+                    .get(format!("{base}/cgi-bin/gettoken"))
+                    .query(&[("corpid", corpid.as_str()), ("corpsecret", secret.as_str())]);
+                Box::pin(async move {
+                    let a = call(req).await?;
+                    check(&a).map_err(|mut e| {
+                        // A refused secret at the token endpoint is configuration, not
+                        // something another refresh fixes.
+                        if e.class == ErrorClass::Auth {
+                            e.class = ErrorClass::Permanent;
+                        }
+                        e
+                    })?;
+                    let token = a.body["access_token"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    let ttl = a.body["expires_in"].as_u64().unwrap_or(7200);
+                    if token.is_empty() {
+                        return Err(ProviderError::retryable(
+                            "no_token",
+                            "gettoken answered no token",
+                        ));
+                    }
+                    Ok((token, Duration::from_secs(ttl)))
+                })
+            })
+        };
+        Ok(Self {
+            client,
+            base,
+            agentid: s.agentid,
+            tokens: TokenCache::new(&config.code, fetch),
+        })
+    }
+}
+
+/// The message body for a content object: a provider-native `card` (a `textcard`), or
+/// `text`.
+fn message(content: &Value) -> Option<(&'static str, Value)> {
+    if let Some(card) = content.get("card") {
+        return Some(("textcard", card.clone()));
+    }
+    content_text(content).map(|t| ("text", json!({ "content": t })))
+}
+
+impl Provider for Wecom {
+    fn max_batch(&self) -> usize {
+        1000
+    }
+
+    fn send(&self, batch: Batch) -> LocalBoxFuture<'static, Vec<(i64, Attempt)>> {
+        let client = self.client.clone();
+        let base = self.base.clone();
+        let tokens = self.tokens.clone();
+        let agentid = self.agentid;
+        Box::pin(async move {
+            let Some((msgtype, payload)) = message(&batch.content) else {
+                return all(
+                    &batch,
+                    Attempt::Failed(ProviderError::permanent(
+                        "no_content",
+                        "wecom content needs `text` or `card`",
+                    )),
+                );
+            };
+            let touser: Vec<&str> = batch.targets.iter().map(|t| t.address.as_str()).collect();
+            let mut body = json!({
+                "touser": touser.join("|"),
+                "msgtype": msgtype,
+                "agentid": agentid,
+            });
+            body[msgtype] = payload;
+            let result = with_token(&tokens, |token| {
+                let req = client
+                    .post(format!("{base}/cgi-bin/message/send"))
+                    .query(&[("access_token", token)])
+                    .json(&body);
+                async move {
+                    let a = call(req).await?;
+                    check(&a)?;
+                    Ok(a)
+                }
+            })
+            .await;
+            match result {
+                Err(e) => all(&batch, Attempt::Failed(e)),
+                Ok(a) => {
+                    let mut invalid: HashSet<String> = HashSet::new();
+                    for key in ["invaliduser", "unlicenseduser"] {
+                        if let Some(list) = a.body.get(key).and_then(Value::as_str) {
+                            invalid.extend(
+                                list.split('|')
+                                    .filter(|s| !s.is_empty())
+                                    .map(str::to_lowercase),
+                            );
+                        }
+                    }
+                    let msgid = a
+                        .body
+                        .get("msgid")
+                        .and_then(Value::as_str)
+                        .map(str::to_owned);
+                    batch
+                        .targets
+                        .iter()
+                        .map(|t| {
+                            let attempt = if invalid.contains(&t.address.to_lowercase()) {
+                                Attempt::Failed(ProviderError::permanent(
+                                    "invaliduser",
+                                    "WeCom listed the recipient as invalid or unlicensed",
+                                ))
+                            } else {
+                                Attempt::delivered(msgid.clone())
+                            };
+                            (t.delivery_id, attempt)
+                        })
+                        .collect()
+                }
+            }
+        })
+    }
+}
