@@ -5,6 +5,7 @@
 
 mod crash;
 mod embedded;
+mod recovery;
 
 use std::fs;
 use std::net::TcpListener;
