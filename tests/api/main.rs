@@ -12,6 +12,7 @@ mod common;
 
 mod admin_ops;
 mod batch;
+mod channels;
 mod delivery;
 mod failures;
 mod send;

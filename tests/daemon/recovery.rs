@@ -65,7 +65,11 @@ async fn queued_deliveries_are_delivered_after_a_sigkill_and_restart() {
     d.wait_ready(Duration::from_secs(60)).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while count(&d, "SELECT count(*) FROM inbox").await < USERS as i64 {
-        assert!(Instant::now() < deadline, "backlog not delivered after restart:\n{}", d.log());
+        assert!(
+            Instant::now() < deadline,
+            "backlog not delivered after restart:\n{}",
+            d.log()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;

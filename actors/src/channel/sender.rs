@@ -647,6 +647,12 @@ impl Actor for ChannelSender {
         });
         self.refill(ctx);
     }
+
+    /// Drops the provider client while the arbiter's runtime still runs: connection pools
+    /// spawn their clean-up when dropped.
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.provider = None;
+    }
 }
 
 impl Handler<Woken> for ChannelSender {

@@ -96,7 +96,7 @@ impl Jpush {
                 let req = client
                     .post(format!("{report}/v3/status/message"))
                     .basic_auth(&key, Some(&secret))
-                    .json(&json!({"msg_id": task.parse::<i64>().unwrap_or_default(), "registration_ids": rids}));
+                    .json(&json!({"msg_id": number_or_string(&task), "registration_ids": rids}));
                 Box::pin(async move {
                     let a = call(req).await?;
                     if !a.status.is_success() {
@@ -122,6 +122,12 @@ impl Jpush {
             poller: Rc::new(poller),
         })
     }
+}
+
+/// JPush ids are numbers in the API but answered as strings: send them back as numbers
+/// when they are.
+fn number_or_string(id: &str) -> Value {
+    id.parse::<i64>().map_or_else(|_| json!(id), |n| json!(n))
 }
 
 fn statuses(body: &Value) -> Answers {

@@ -91,7 +91,12 @@ impl Provider for Jsms {
 
     fn send(&self, batch: Batch) -> LocalBoxFuture<'static, Vec<(i64, Attempt)>> {
         let c = &batch.content;
-        let temp_id = c.get("template_id").cloned().unwrap_or(Value::Null);
+        // Template ids are numbers at JSMS; a numeric string is sent as a number.
+        let temp_id = match c.get("template_id") {
+            Some(Value::String(s)) => s.parse::<i64>().map_or_else(|_| json!(s), |n| json!(n)),
+            Some(v) => v.clone(),
+            None => Value::Null,
+        };
         let params = c.get("params").cloned().unwrap_or_else(|| json!({}));
         let single = batch.targets.len() == 1;
         let mut body = if single {

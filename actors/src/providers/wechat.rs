@@ -31,6 +31,10 @@ pub struct Settings {
     /// The token configured for the account's server URL, to verify event signatures.
     #[serde(default)]
     pub callback_token: Option<String>,
+    /// How long the channel pauses on 45009 (the account's daily quota is spent):
+    /// minutes, not seconds, are what help there.
+    #[serde(default = "default_quota_pause")]
+    pub quota_pause_seconds: u64,
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
 }
@@ -39,19 +43,22 @@ fn default_base() -> String {
     "https://api.weixin.qq.com".into()
 }
 
-/// Classifies a WeChat `errcode` (nonzero).
-pub fn classify(code: i64, msg: &str) -> ProviderError {
+fn default_quota_pause() -> u64 {
+    60
+}
+
+/// Classifies a WeChat `errcode` (nonzero); `quota_pause` is the wait after 45009.
+pub fn classify(code: i64, msg: &str, quota_pause: Duration) -> ProviderError {
     let c = code.to_string();
     match code {
         40001 | 40014 | 42001 | 41001 => ProviderError::new(ErrorClass::Auth, c, msg),
-        // 45009 is the daily quota: waiting minutes, not seconds, is what helps.
-        45009 => ProviderError::rate_limited(c, msg, Some(Duration::from_secs(60))),
+        45009 => ProviderError::rate_limited(c, msg, Some(quota_pause)),
         -1 => ProviderError::retryable(c, msg),
         _ => ProviderError::permanent(c, msg),
     }
 }
 
-fn check(a: &Answer) -> Result<(), ProviderError> {
+fn check(a: &Answer, quota_pause: Duration) -> Result<(), ProviderError> {
     if a.status.is_server_error() {
         return Err(ProviderError::retryable(
             a.status.as_u16().to_string(),
@@ -66,11 +73,12 @@ fn check(a: &Answer) -> Result<(), ProviderError> {
     }
     match a.errcode() {
         0 => Ok(()),
-        code => Err(classify(code, &a.errmsg())),
+        code => Err(classify(code, &a.errmsg(), quota_pause)),
     }
 }
 
 pub struct Wechat {
+    quota_pause: Duration,
     client: reqwest::Client,
     base: Rc<str>,
     tokens: Rc<TokenCache>,
@@ -101,7 +109,7 @@ impl Wechat {
                 };
                 Box::pin(async move {
                     let a = call(req).await?;
-                    check(&a).map_err(|mut e| {
+                    check(&a, Duration::ZERO).map_err(|mut e| {
                         if e.class == ErrorClass::Auth {
                             e.class = ErrorClass::Permanent;
                         }
@@ -120,6 +128,7 @@ impl Wechat {
             })
         };
         Ok(Self {
+            quota_pause: Duration::from_secs(s.quota_pause_seconds),
             client,
             base,
             tokens: TokenCache::new(&config.code, fetch),
@@ -132,6 +141,7 @@ impl Provider for Wechat {
         let client = self.client.clone();
         let base = self.base.clone();
         let tokens = self.tokens.clone();
+        let quota_pause = self.quota_pause;
         Box::pin(async move {
             let c = &batch.content;
             let Some(template_id) = c.get("template_id").cloned() else {
@@ -161,7 +171,7 @@ impl Provider for Wechat {
                         .json(&body);
                     async move {
                         let a = call(req).await?;
-                        check(&a)?;
+                        check(&a, quota_pause)?;
                         Ok(a)
                     }
                 })
