@@ -35,6 +35,11 @@ pub struct Config {
     pub log: LogConfig,
     pub apps: Vec<AppConfig>,
     pub channels: Vec<ChannelConfig>,
+    /// Provider simulators started inside umsd (the demo configuration): each listens on
+    /// its own port and stands in for one provider.
+    pub simulators: Vec<umsd_sim::SimConfig>,
+    /// An SMTP sink started inside umsd (the demo's email channel points at it).
+    pub smtp_simulator: Option<umsd_sim::smtp::SmtpConfig>,
 }
 
 impl Default for Config {
@@ -53,6 +58,8 @@ impl Default for Config {
             log: LogConfig::default(),
             apps: Vec::new(),
             channels: Vec::new(),
+            simulators: Vec::new(),
+            smtp_simulator: None,
         }
     }
 }

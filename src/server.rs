@@ -108,11 +108,50 @@ pub struct Running {
     server_task: tokio::task::JoinHandle<std::io::Result<()>>,
     supervisor: Addr<Supervisor>,
     database: Option<Database>,
+    simulators: Simulators,
     config: Config,
+}
+
+/// The bundled provider simulators a demo configuration asks for.
+#[derive(Default)]
+pub struct Simulators {
+    http: Vec<umsd_sim::SimHandle>,
+    smtp: Option<umsd_sim::smtp::SmtpHandle>,
+}
+
+impl Simulators {
+    /// Starts every configured simulator (each on its own thread and runtime).
+    pub fn start(config: &Config) -> anyhow::Result<Self> {
+        let mut sims = Simulators::default();
+        for sim in &config.simulators {
+            let handle = umsd_sim::start(sim.clone()).with_context(|| {
+                format!("cannot start the {} simulator on {}", sim.kind, sim.listen)
+            })?;
+            tracing::info!(kind = %sim.kind, url = %handle.url(), "simulator started");
+            sims.http.push(handle);
+        }
+        if let Some(smtp) = &config.smtp_simulator {
+            let handle = umsd_sim::smtp::start(smtp.clone())
+                .with_context(|| format!("cannot start the SMTP simulator on {}", smtp.listen))?;
+            tracing::info!(addr = %handle.addr(), "SMTP simulator started");
+            sims.smtp = Some(handle);
+        }
+        Ok(sims)
+    }
+
+    pub fn stop(self) {
+        for s in self.http {
+            s.shutdown();
+        }
+        if let Some(s) = self.smtp {
+            s.shutdown();
+        }
+    }
 }
 
 /// Starts everything. Must run inside an actix `System`.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let simulators = Simulators::start(&config)?;
     let database = open_database(&config).await?;
     match start_on(config.clone(), &database).await {
         Ok((addr, store, server, server_task, supervisor)) => Ok(Running {
@@ -122,9 +161,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             server_task,
             supervisor,
             database: Some(database),
+            simulators,
             config,
         }),
         Err(e) => {
+            simulators.stop();
             database.close(&config).await;
             Err(e)
         }
@@ -238,6 +279,7 @@ impl Running {
         let _ = (&mut self.server_task).await;
         tracing::info!("draining the ingest");
         let _ = self.supervisor.send(Shutdown).await;
+        std::mem::take(&mut self.simulators).stop();
         self.store.close();
         if let Some(db) = self.database.take() {
             db.close(&self.config).await;
@@ -257,32 +299,87 @@ impl Running {
     }
 }
 
+/// Content for a channel type in the printed examples.
+fn example_content(ty: &str) -> Option<&'static str> {
+    Some(match ty {
+        "inbox" => r#"{"title":"Hello","body":"Your order has shipped"}"#,
+        "email" => r#"{"subject":"Hello","text":"Your order has shipped"}"#,
+        "dingtalk" | "wecom" | "feishu" => r#"{"text":"Your order has shipped"}"#,
+        "jpush" => r#"{"title":"Hello","alert":"Your order has shipped"}"#,
+        "jsms" => r#"{"template_id":1,"params":{"order":"1234"}}"#,
+        "wechat_oa" => r#"{"template_id":"order-shipped","data":{"order":{"value":"1234"}}}"#,
+        "webhook" => r#"{"body":{"order":1234,"status":"shipped"}}"#,
+        _ => return None,
+    })
+}
+
+/// A demo address for user `u1` on a channel type (the webhook one names its simulator).
+fn example_binding(config: &Config, ty: &str) -> Option<String> {
+    let value = match ty {
+        "email" => "u1@example.com".to_owned(),
+        "jsms" => "+8613800138000".to_owned(),
+        "dingtalk" | "wecom" | "feishu" | "jpush" => format!("{ty}-u1"),
+        "wechat_oa" => "o-u1".to_owned(),
+        "webhook" => {
+            let sim = config
+                .simulators
+                .iter()
+                .find(|s| s.kind == umsd_sim::Kind::Webhook)?;
+            format!("http://{}/hooks/u1", sim.listen)
+        }
+        _ => return None,
+    };
+    let binding_type = match ty {
+        "jsms" => "phone",
+        "wechat_oa" => "wechat_openid",
+        other => other,
+    };
+    Some(format!(r#"{{"type":"{binding_type}","value":"{value}"}}"#))
+}
+
 /// Example commands for a first try (`hints = true`, as in config/demo.toml).
 fn print_hints(config: &Config, addr: SocketAddr) {
     let Some(app) = config.apps.first() else {
         return;
     };
-    let Some(channel) = app.grants.first() else {
-        return;
-    };
-    let content = match config
-        .channels
+    let channels: Vec<(&str, &str)> = app
+        .grants
         .iter()
-        .find(|c| &c.code == channel)
-        .map(|c| c.channel_type.as_str())
-    {
-        Some("inbox") => r#"{"title":"Hello","body":"Your order has shipped"}"#,
-        Some("email") => r#"{"subject":"Hello","text":"Your order has shipped"}"#,
-        _ => r#"{"text":"Your order has shipped"}"#,
-    };
+        .filter_map(|code| {
+            let c = config.channels.iter().find(|c| &c.code == code)?;
+            Some((c.code.as_str(), c.channel_type.as_str()))
+        })
+        .filter(|(_, ty)| example_content(ty).is_some())
+        .collect();
+    if channels.is_empty() {
+        return;
+    }
+    let bindings: Vec<String> = channels
+        .iter()
+        .filter_map(|(_, ty)| example_binding(config, ty))
+        .collect();
+    let codes: Vec<String> = channels.iter().map(|(c, _)| format!("\"{c}\"")).collect();
+    let content: Vec<String> = channels
+        .iter()
+        .filter_map(|(c, ty)| Some(format!("\"{c}\":{}", example_content(ty)?)))
+        .collect();
     println!(
-        "\numsd is ready on http://{addr}\n\nSend a message:\n  curl -s -u {key}:{secret} \\\n    \
+        "\numsd is ready on http://{addr}\n\n\
+         Create a user with an address on every channel:\n  curl -s -u {key}:{secret} -X PUT \\\n    \
+         -H 'content-type: application/json' http://{addr}/v1/users/u1 \\\n    \
+         -d '{{\"bindings\":[{bindings}]}}'\n\n\
+         Send a message:\n  curl -s -u {key}:{secret} \\\n    \
          -H 'content-type: application/json' http://{addr}/v1/messages \\\n    \
          -d '{{\"message_id\":\"hello-1\",\"audience\":{{\"user_ids\":[\"u1\"]}},\
-         \"channels\":[\"{channel}\"],\"content\":{{\"{channel}\":{content}}}}}'\n\n\
-         Read it back:\n  curl -s -u {key}:{secret} http://{addr}/v1/messages/hello-1\n\n\
+         \"channels\":[{codes}],\"content\":{{{content}}}}}'\n\n\
+         Watch it being delivered (the funnel, then each delivery's life cycle):\n  \
+         curl -s -u {key}:{secret} http://{addr}/v1/messages/hello-1\n  \
+         curl -s -u {key}:{secret} http://{addr}/v1/messages/hello-1/deliveries\n\n\
          Metrics: curl -s http://{addr}/metrics | grep ^umsd_\nStop with Ctrl-C.\n",
         key = app.key,
         secret = app.secret,
+        bindings = bindings.join(","),
+        codes = codes.join(","),
+        content = content.join(","),
     );
 }

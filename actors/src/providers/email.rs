@@ -61,7 +61,25 @@ pub struct Email {
     from: Mailbox,
 }
 
-/// Checks the settings and builds the transport (no connection is made yet).
+/// Checks the settings without building a transport (a pooled transport must be built,
+/// and dropped, inside a runtime).
+pub fn check(s: &Settings) -> Result<(), String> {
+    s.from
+        .parse::<Mailbox>()
+        .map_err(|e| format!("settings.from: not a mailbox: {e}"))?;
+    if s.tls != TlsMode::None {
+        TlsParameters::builder(s.host.clone())
+            .dangerous_accept_invalid_certs(s.accept_invalid_certs)
+            .build()
+            .map_err(|e| format!("settings.tls: {e}"))?;
+    }
+    if s.username.is_some() != s.password.is_some() {
+        return Err("settings.username: username and password go together".into());
+    }
+    Ok(())
+}
+
+/// Builds the transport (no connection is made yet). Must run inside a tokio runtime.
 pub fn transport(
     s: &Settings,
     pool_size: usize,

@@ -63,13 +63,7 @@ pub fn check_settings(ty: ChannelType, settings: &Value) -> Result<(), String> {
             let s = parse_settings::<webhook::Settings>(settings)?;
             webhook::secret_key(&s.secret).map(|_| ())
         }
-        ChannelType::Email => {
-            let s = parse_settings::<email::Settings>(settings)?;
-            s.from
-                .parse::<lettre::message::Mailbox>()
-                .map_err(|e| format!("settings.from: not a mailbox: {e}"))?;
-            email::transport(&s, 1).map(|_| ())
-        }
+        ChannelType::Email => email::check(&parse_settings::<email::Settings>(settings)?),
         ChannelType::Wecom => parse_settings::<wecom::Settings>(settings).map(|_| ()),
         ChannelType::Dingtalk => parse_settings::<dingtalk::Settings>(settings).map(|_| ()),
         ChannelType::Feishu => parse_settings::<feishu::Settings>(settings).map(|_| ()),
