@@ -215,3 +215,122 @@ async fn grants_switch_channels_on_and_off_for_an_app() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
 }
+
+#[actix_web::test]
+async fn channels_are_created_replaced_and_shown_without_credentials() {
+    let app = TestApp::spawn().await;
+    let put = |code: &str, body: serde_json::Value| {
+        let req = app
+            .http
+            .put(app.url(&format!("/admin/channels/{code}")))
+            .bearer_auth(crate::ADMIN)
+            .json(&body);
+        async move {
+            let res = req.send().await.unwrap();
+            let status = res.status();
+            (status, res.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let secret = "whsec_c2ltLXdlYmhvb2stc2lnbmluZy1rZXktMDAwMQ==";
+
+    // Bad input names the field and writes nothing.
+    let (status, body) = put(
+        "hook",
+        json!({"type": "webhook", "settings": {"secret": secret, "colour": 1}}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(crate::error_of(&body).1.as_deref(), Some("settings.colour"));
+    let (status, body) = put("hook", json!({"type": "pigeon", "settings": {}})).await;
+    assert_eq!(status, 422);
+    assert_eq!(crate::error_of(&body).1.as_deref(), Some("type"));
+    let (status, body) = put("hook", json!({"type": "webhook", "settings": {}})).await;
+    assert_eq!(status, 422);
+    assert_eq!(crate::error_of(&body).1.as_deref(), Some("settings"));
+    let (status, body) = put(
+        "hook",
+        json!({"type": "webhook", "settings": {"secret": secret}, "extra": 1}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        app.count("SELECT count(*) FROM channels WHERE code = 'hook'")
+            .await,
+        0
+    );
+
+    // Created, running, credentials never shown.
+    let (status, body) = put(
+        "hook",
+        json!({"type": "webhook", "pool_size": 2, "rate_per_second": 10,
+                                            "settings": {"secret": secret}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["type"], "webhook");
+    assert!(body["settings"].get("secret").is_none(), "{body}");
+    assert_eq!(body["state"]["running"], true, "{body}");
+
+    // Replaced: the sender is restarted with the new settings.
+    let (status, body) = put(
+        "hook",
+        json!({"type": "webhook", "pool_size": 6, "settings": {"secret": secret}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["pool_size"], 6);
+    let mut running = false;
+    for _ in 0..50 {
+        let res = app
+            .http
+            .get(app.url("/admin/channels/hook"))
+            .bearer_auth(crate::ADMIN)
+            .send()
+            .await
+            .unwrap();
+        let got: serde_json::Value = res.json().await.unwrap();
+        if got["state"]["running"] == true && got["pool_size"] == 6 {
+            running = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(running, "the sender did not restart");
+
+    // A channel's type cannot change.
+    let (status, body) = put("hook", json!({"type": "inbox", "settings": {}})).await;
+    assert_eq!(status, 422);
+    assert_eq!(crate::error_of(&body).0, "type_change");
+
+    // Listing shows every channel without secrets; unknown codes are 404; no token, 401.
+    let res = app
+        .http
+        .get(app.url("/admin/channels"))
+        .bearer_auth(crate::ADMIN)
+        .send()
+        .await
+        .unwrap();
+    let list: serde_json::Value = res.json().await.unwrap();
+    let text = list.to_string();
+    assert!(
+        text.contains("\"hook\"") && text.contains("\"inbox\""),
+        "{text}"
+    );
+    assert!(!text.contains(secret));
+    let res = app
+        .http
+        .get(app.url("/admin/channels/nope"))
+        .bearer_auth(crate::ADMIN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let res = app
+        .http
+        .get(app.url("/admin/channels"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    app.stop().await;
+}

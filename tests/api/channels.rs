@@ -42,7 +42,7 @@ fn settings(case: &Case, sim: &SimHandle) -> Value {
         Kind::WechatOa => json!({"base_url": url, "appid": c.app_key, "secret": c.app_secret,
                                   "quota_pause_seconds": 1}),
         Kind::Webhook => json!({"secret": c.app_secret}),
-        Kind::DingtalkRobot => json!({}),
+        Kind::DingtalkRobot => json!({"mode": "robot", "base_url": url, "secret": c.app_secret}),
     };
     s["retry_base_ms"] = json!(100);
     s["retry_max_ms"] = json!(500);
@@ -70,6 +70,9 @@ fn address(case: &Case, sim: &SimHandle, user: &str) -> String {
             }
         }
         Kind::Webhook => format!("{}/hook/{user}", sim.url()),
+        // A robot's address is its access token (one group per robot).
+        Kind::DingtalkRobot if user.starts_with("invalid") => "no-such-robot".into(),
+        Kind::DingtalkRobot => sim.config().app_key,
         _ => user.to_owned(),
     }
 }
@@ -285,6 +288,20 @@ async fn dingtalk() {
         receipts: true,
         tokens: true,
         permanent_code: "88",
+        partial: true,
+    })
+    .await;
+}
+
+#[actix_web::test]
+async fn dingtalk_robot() {
+    run(Case {
+        kind: Kind::DingtalkRobot,
+        channel_type: "dingtalk",
+        binding: "dingtalk",
+        receipts: false,
+        tokens: false,
+        permanent_code: "310000",
         partial: true,
     })
     .await;

@@ -92,9 +92,25 @@ async fn an_inbox_message_is_planned_delivered_and_read() {
     // Nothing is left to do.
     assert_eq!(app.count("SELECT count(*) FROM delivery_queue").await, 0);
     assert_eq!(app.count("SELECT count(*) FROM message_queue").await, 0);
+    // Every stage reports, with bounded labels (the recorder is shared by the tests of
+    // this process, so only presence is checked).
     let metrics = app.metrics().await;
-    assert!(metrics.contains("umsd_planner_targets_total"), "{metrics}");
-    assert!(metrics.contains("umsd_delivery_outcomes_total"));
+    for line in [
+        r#"umsd_planner_targets_total{channel="inbox",outcome="queued"}"#,
+        r#"umsd_planner_targets_total{channel="inbox",outcome="unknown_user"}"#,
+        r#"umsd_planner_targets_total{channel="inbox",outcome="user_disabled"}"#,
+        r#"umsd_delivery_outcomes_total{channel="inbox",type="inbox",outcome="delivered"}"#,
+        r#"umsd_receipts_total{channel="inbox",kind="read"}"#,
+        r#"umsd_channel_queue_depth{channel="inbox",priority="high"}"#,
+        r#"umsd_channel_in_flight{channel="inbox"}"#,
+        "umsd_provider_request_duration_seconds_bucket",
+        "umsd_accept_to_submit_seconds_bucket",
+        "umsd_planner_lag_seconds_bucket",
+        "umsd_status_batch_size_bucket",
+        r#"umsd_status_writes_total{outcome="applied"}"#,
+    ] {
+        assert!(metrics.contains(line), "missing `{line}` in\n{metrics}");
+    }
     app.stop().await;
 }
 
@@ -196,6 +212,10 @@ async fn a_rate_limited_channel_delivers_a_backlog_at_its_rate() {
         (rate - RATE).abs() <= RATE * 0.05,
         "delivered {n} in 10 s = {rate}/s, want {RATE}/s ± 5 %"
     );
+    assert!(app
+        .metrics()
+        .await
+        .contains("umsd_channel_rate_limit_wait_seconds_bucket{channel=\"inbox\""));
     app.stop().await;
 }
 

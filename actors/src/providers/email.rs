@@ -57,8 +57,20 @@ fn default_tls() -> TlsMode {
 }
 
 pub struct Email {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// Always `Some` until dropped (see `Drop`).
+    transport: Option<AsyncSmtpTransport<Tokio1Executor>>,
     from: Mailbox,
+}
+
+impl Drop for Email {
+    /// lettre's pool spawns its clean-up on the current tokio runtime when dropped, and
+    /// panics without one; a client dropped after its runtime is gone (an arbiter torn
+    /// down abruptly) leaks its idle connections to the process exit instead.
+    fn drop(&mut self) {
+        if tokio::runtime::Handle::try_current().is_err() {
+            std::mem::forget(self.transport.take());
+        }
+    }
 }
 
 /// Checks the settings without building a transport (a pooled transport must be built,
@@ -116,7 +128,7 @@ impl Email {
             .parse()
             .map_err(|e| format!("settings.from: not a mailbox: {e}"))?;
         Ok(Self {
-            transport: transport(&s, config.pool_size)?,
+            transport: Some(transport(&s, config.pool_size)?),
             from,
         })
     }
@@ -176,6 +188,15 @@ impl Provider for Email {
         let transport = self.transport.clone();
         let from = self.from.clone();
         Box::pin(async move {
+            let Some(transport) = transport else {
+                return crate::channel::all(
+                    &batch,
+                    Attempt::Failed(ProviderError::retryable(
+                        "stopped",
+                        "the channel is stopping",
+                    )),
+                );
+            };
             let mut out = Vec::with_capacity(batch.targets.len());
             for t in &batch.targets {
                 let attempt = match build(&from, &t.address, &batch.content) {

@@ -13,6 +13,7 @@ pub mod inbox;
 pub mod jpush;
 pub mod jsms;
 pub mod poll;
+pub mod robot;
 pub mod token;
 pub mod webhook;
 pub mod wechat;
@@ -65,6 +66,9 @@ pub fn check_settings(ty: ChannelType, settings: &Value) -> Result<(), String> {
         }
         ChannelType::Email => email::check(&parse_settings::<email::Settings>(settings)?),
         ChannelType::Wecom => parse_settings::<wecom::Settings>(settings).map(|_| ()),
+        ChannelType::Dingtalk if is_robot(settings) => {
+            robot::check(&parse_settings::<robot::Settings>(settings)?)
+        }
         ChannelType::Dingtalk => parse_settings::<dingtalk::Settings>(settings).map(|_| ()),
         ChannelType::Feishu => parse_settings::<feishu::Settings>(settings).map(|_| ()),
         ChannelType::Jpush => parse_settings::<jpush::Settings>(settings).map(|_| ()),
@@ -76,6 +80,12 @@ pub fn check_settings(ty: ChannelType, settings: &Value) -> Result<(), String> {
     }
 }
 
+/// A `dingtalk` channel with `mode = "robot"` sends through custom robots (group
+/// webhooks) instead of work notices.
+fn is_robot(settings: &Value) -> bool {
+    settings.get("mode").and_then(Value::as_str) == Some("robot")
+}
+
 /// Builds the provider client for a channel (called on the channel's arbiter).
 pub fn build(config: &SenderConfig, deps: &ProviderDeps) -> Result<Rc<dyn Provider>, String> {
     match config.channel_type {
@@ -83,6 +93,9 @@ pub fn build(config: &SenderConfig, deps: &ProviderDeps) -> Result<Rc<dyn Provid
         ChannelType::Webhook => Ok(Rc::new(webhook::Webhook::new(config)?)),
         ChannelType::Email => Ok(Rc::new(email::Email::new(config)?)),
         ChannelType::Wecom => Ok(Rc::new(wecom::Wecom::new(config)?)),
+        ChannelType::Dingtalk if is_robot(&config.settings) => {
+            Ok(Rc::new(robot::Robot::new(config)?))
+        }
         ChannelType::Dingtalk => Ok(Rc::new(dingtalk::Dingtalk::new(config, deps)?)),
         ChannelType::Feishu => Ok(Rc::new(feishu::Feishu::new(config)?)),
         ChannelType::Jpush => Ok(Rc::new(jpush::Jpush::new(config, deps)?)),
