@@ -69,12 +69,16 @@ impl Default for Config {
 pub struct DeliveryConfig {
     /// Threads (actix arbiters) the channel senders are spread over.
     pub channel_arbiters: usize,
+    /// Seconds a receipt naming no known delivery is tried again (it can outrun the write
+    /// of its provider id) before it is counted as unmatched and dropped.
+    pub receipt_grace_seconds: u64,
 }
 
 impl Default for DeliveryConfig {
     fn default() -> Self {
         Self {
             channel_arbiters: 2,
+            receipt_grace_seconds: 30,
         }
     }
 }

@@ -208,6 +208,7 @@ async fn start_on(config: Config, database: &Database) -> anyhow::Result<Started
             directory_refresh: Duration::from_secs(10),
             partition_upkeep: Duration::from_secs(3600),
             channel_arbiters: config.delivery.channel_arbiters,
+            receipt_grace: Duration::from_secs(config.delivery.receipt_grace_seconds),
         },
     )
     .start();

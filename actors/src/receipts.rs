@@ -28,8 +28,9 @@ use crate::store::Store;
 const MAX_BATCH: usize = 5000;
 /// Above this many pending changes, senders wait for a flush before going on.
 const HIGH_WATER: usize = 20_000;
-/// How long an unmatched receipt is tried again before it is counted as unmatched.
-const GRACE: Duration = Duration::from_secs(30);
+/// How long an unmatched receipt is tried again before it is counted as unmatched, by
+/// default.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 /// Most receipts held (pending or in grace); beyond it new ones are refused.
 const MAX_RECEIPTS: usize = 200_000;
 
@@ -81,6 +82,7 @@ struct Held {
 
 pub struct Receipts {
     store: Store,
+    grace: Duration,
     changes: Vec<(Arc<str>, StatusChange)>,
     receipts: Vec<Held>,
     flushing: bool,
@@ -99,9 +101,11 @@ pub fn receipt_from(state: DeliveryState) -> &'static [DeliveryState] {
 }
 
 impl Receipts {
-    pub fn new(store: Store) -> Self {
+    /// `grace`: how long a receipt naming no known delivery is tried again.
+    pub fn new(store: Store, grace: Duration) -> Self {
         Self {
             store,
+            grace,
             changes: Vec::new(),
             receipts: Vec::new(),
             flushing: false,
@@ -130,8 +134,9 @@ impl Receipts {
         }
         self.flushing = true;
         let store = self.store.clone();
+        let grace = self.grace;
         let work = async move {
-            let result = write(&store, &changes, due).await;
+            let result = write(&store, &changes, due, grace).await;
             (changes, result)
         };
         ctx.spawn(work.into_actor(self).map(|(changes, result), act, ctx| {
@@ -175,6 +180,7 @@ async fn write(
     store: &Store,
     changes: &[(Arc<str>, StatusChange)],
     due: Vec<Held>,
+    grace: Duration,
 ) -> Result<HeldBack, (crate::store::StoreError, HeldBack)> {
     let mut channel_of: HashMap<i64, String> = HashMap::new();
     let mut all: Vec<StatusChange> = Vec::with_capacity(changes.len() + due.len());
@@ -233,7 +239,7 @@ async fn write(
                     at: h.event.at,
                 });
             }
-            None if now.duration_since(h.first_seen) < GRACE => {
+            None if now.duration_since(h.first_seen) < grace => {
                 h.next_try = now + Duration::from_secs(1);
                 held.push(h);
             }

@@ -49,6 +49,8 @@ pub struct SupervisorConfig {
     pub partition_upkeep: Duration,
     /// Arbiters (threads) the channel senders are spread over.
     pub channel_arbiters: usize,
+    /// How long a receipt naming no known delivery is tried again before it is counted.
+    pub receipt_grace: Duration,
 }
 
 /// A running channel sender and what it was started from.
@@ -250,8 +252,10 @@ impl Actor for Supervisor {
 
         let engine = Arbiter::new();
         let store = self.store.clone();
-        let receipts =
-            actix::Supervisor::start_in_arbiter(&engine.handle(), move |_| Receipts::new(store));
+        let grace = self.config.receipt_grace;
+        let receipts = actix::Supervisor::start_in_arbiter(&engine.handle(), move |_| {
+            Receipts::new(store, grace)
+        });
         self.receipts = Some(receipts);
         let store = self.store.clone();
         let directory = self.directory.clone();

@@ -529,3 +529,83 @@ async fn email_over_smtp_in_every_tls_mode() {
         sink.shutdown();
     }
 }
+
+/// A receipt for an id umsd never sent is answered, retried for the grace period, then
+/// counted and dropped — not an error, not a loop. A badly signed one is refused.
+#[actix_web::test]
+async fn unknown_and_forged_receipts() {
+    let app = TestApp::spawn_with(|c| c.delivery.receipt_grace_seconds = 1).await;
+    let sim = umsd_sim::start(SimConfig::new(Kind::Jsms)).unwrap();
+    let case = Case {
+        kind: Kind::Jsms,
+        channel_type: "jsms",
+        binding: "phone",
+        receipts: true,
+        tokens: false,
+        permanent_code: "",
+        partial: false,
+    };
+    let res = app
+        .http
+        .put(app.url(&format!("/admin/channels/{CODE}")))
+        .bearer_auth(ADMIN)
+        .json(&json!({"type": "jsms", "settings": settings(&case, &sim)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let c = sim.config();
+    let form = |key: &str, secret: &str| {
+        let (nonce, ts) = ("12345", "1700000000000");
+        let sig = umsd_sim::sign::jsms_callback(key, secret, nonce, ts);
+        let data =
+            json!({"msgId": "999999", "status": 4001, "receiveTime": 1, "phone": "+8613800138000"});
+        vec![
+            ("nonce".to_owned(), nonce.to_owned()),
+            ("timestamp".to_owned(), ts.to_owned()),
+            ("signature".to_owned(), sig),
+            ("type".to_owned(), "SMS_REPORT".to_owned()),
+            ("data".to_owned(), data.to_string()),
+        ]
+    };
+    let post = |body: Vec<(String, String)>| {
+        let encoded: String = body
+            .iter()
+            .map(|(k, v)| format!("{k}={}", urlencode(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        app.http
+            .post(app.url(&format!("/callbacks/{CODE}")))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(encoded)
+            .send()
+    };
+    let res = post(form(&c.app_key, "wrong-secret")).await.unwrap();
+    assert_eq!(res.status(), 401);
+    let res = post(form(&c.app_key, &c.app_secret)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let mut counted = false;
+    for _ in 0..60 {
+        if app.metrics().await.contains(&format!(
+            "umsd_receipts_unmatched_total{{channel=\"{CODE}\"}}"
+        )) {
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(counted, "the unknown receipt was not counted");
+    sim.shutdown();
+    app.stop().await;
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
