@@ -148,7 +148,7 @@ impl Rig {
     async fn settled(&self, id: &str) -> Vec<Value> {
         let m = self
             .app
-            .wait_for(&format!("/v1/messages/{id}"), 20, |m| m["status"] == "done")
+            .wait_for(&format!("/v1/messages/{id}"), 45, |m| m["status"] == "done")
             .await;
         let (_, d) = self.app.get(&format!("/v1/messages/{id}/deliveries")).await;
         assert!(m["funnel"].is_object());
