@@ -128,6 +128,11 @@ pub struct ChannelSender {
     cursors: [i64; 3],
     pulling: bool,
     pull_again: bool,
+    /// The database may hold queued deliveries not pulled yet: set by a wake-up (the
+    /// planner's signal, or the once-a-second look) and by a pull that filled its room;
+    /// cleared by a pull that did not. Completions pull only while it is set, so a
+    /// draining channel does not query an empty queue after every call.
+    more_in_db: bool,
     /// message pk → (content for this channel, deliveries held that use it)
     contents: HashMap<i64, (Arc<Value>, usize)>,
     paused_until: Option<Instant>,
@@ -163,6 +168,7 @@ impl ChannelSender {
             cursors: [0; 3],
             pulling: false,
             pull_again: false,
+            more_in_db: true,
             contents: HashMap::new(),
             paused_until: None,
             pump_at: None,
@@ -281,6 +287,7 @@ impl ChannelSender {
                     if !missing.is_empty() {
                         act.fail_unsendable(missing);
                     }
+                    act.more_in_db = full || act.pull_again;
                     if full || act.pull_again {
                         ctx.run_later(Duration::from_millis(1), |act, ctx| act.refill(ctx));
                     }
@@ -379,7 +386,7 @@ impl ChannelSender {
             self.dispatch(ctx, &provider, entries);
         }
         self.gauges();
-        if self.held() < self.config.backlog / 2 {
+        if self.more_in_db && self.held() < self.config.backlog / 2 {
             self.refill(ctx);
         }
     }
@@ -659,6 +666,7 @@ impl Handler<Woken> for ChannelSender {
     type Result = ();
 
     fn handle(&mut self, _: Woken, ctx: &mut Self::Context) {
+        self.more_in_db = true;
         self.refill(ctx);
         self.pump(ctx);
     }
