@@ -276,3 +276,29 @@ async fn a_high_priority_message_overtakes_a_low_priority_backlog() {
     );
     app.stop().await;
 }
+
+#[actix_web::test]
+async fn deliveries_past_the_ttl_fail_as_expired_without_being_sent() {
+    let app = TestApp::spawn_with(paced_inbox(2.0, 1)).await;
+    let users = make_users(&app, "x", 10).await;
+    let (status, sent) = app
+        .send(&json!({
+            "audience": {"user_ids": users},
+            "channels": ["inbox"],
+            "content": {"inbox": {"title": "t", "body": "soon stale"}},
+            "ttl_seconds": 1,
+        }))
+        .await;
+    assert_eq!(status, 202, "{sent}");
+    let id = sent["id"].as_str().unwrap();
+    let m = app
+        .wait_for(&format!("/v1/messages/{id}"), 20, |m| m["status"] == "done")
+        .await;
+    let inbox = &m["funnel"]["channels"]["inbox"];
+    let delivered = inbox["delivered"].as_i64().unwrap();
+    assert!((1..=4).contains(&delivered), "{m}");
+    assert_eq!(inbox["failed"].as_i64().unwrap(), 10 - delivered, "{m}");
+    assert_eq!(m["losses"][0]["reason"], "expired", "{m}");
+    assert_eq!(app.count("SELECT count(*) FROM inbox").await, delivered);
+    app.stop().await;
+}

@@ -133,8 +133,8 @@ pub struct ChannelSender {
     /// cleared by a pull that did not. Completions pull only while it is set, so a
     /// draining channel does not query an empty queue after every call.
     more_in_db: bool,
-    /// message pk → (content for this channel, deliveries held that use it)
-    contents: HashMap<i64, (Arc<Value>, usize)>,
+    /// message pk → (content for this channel, deliveries held that use it, expiry)
+    contents: HashMap<i64, (Arc<Value>, usize, Option<chrono::DateTime<Utc>>)>,
     paused_until: Option<Instant>,
     pump_at: Option<(Instant, SpawnHandle)>,
     rate_wait_since: Option<Instant>,
@@ -250,7 +250,12 @@ impl ChannelSender {
             for (pk, text) in requests {
                 let value = serde_json::from_str::<SendRequest>(&text)
                     .ok()
-                    .and_then(|r| super::content_for(&r, &code, channel_type));
+                    .and_then(|r| {
+                        let expires = r
+                            .ttl_seconds
+                            .map(|t| id_time(pk) + chrono::Duration::seconds(i64::from(t)));
+                        super::content_for(&r, &code, channel_type).map(|c| (c, expires))
+                    });
                 contents.insert(pk, value);
             }
             Ok::<_, crate::store::StoreError>((pulled, contents, full))
@@ -270,8 +275,11 @@ impl ChannelSender {
                                     true
                                 }
                                 None => match contents.get(&r.message_pk) {
-                                    Some(Some(v)) => {
-                                        act.contents.insert(r.message_pk, (Arc::new(v.clone()), 1));
+                                    Some(Some((v, expires))) => {
+                                        act.contents.insert(
+                                            r.message_pk,
+                                            (Arc::new(v.clone()), 1, *expires),
+                                        );
                                         true
                                     }
                                     _ => false,
@@ -417,9 +425,10 @@ impl ChannelSender {
         };
         let message_pk = first.delivery.message_pk;
         let priority = first.delivery.priority;
-        let Some((content, _)) = self.contents.get(&message_pk) else {
+        let Some((content, _, expires)) = self.contents.get(&message_pk) else {
             return;
         };
+        let expired = expires.is_some_and(|t| t <= Utc::now());
         let batch = Batch {
             message_pk,
             priority,
@@ -437,7 +446,19 @@ impl ChannelSender {
         self.in_flight += 1;
         self.in_flight_targets += entries.len();
         let started = Instant::now();
-        let fut = provider.send(batch);
+        let fut = if expired {
+            // Past its `ttl_seconds`: failed without a provider call.
+            let results = super::all(
+                &batch,
+                Attempt::Failed(super::ProviderError::permanent(
+                    "expired",
+                    "the message's ttl_seconds passed before it could be sent",
+                )),
+            );
+            Box::pin(std::future::ready(results))
+        } else {
+            provider.send(batch)
+        };
         ctx.spawn(fut.into_actor(self).then(move |results, act, _| {
             let elapsed = started.elapsed();
             metrics::histogram!(m::PROVIDER_REQUEST_DURATION_SECONDS,
