@@ -64,6 +64,10 @@ pub struct SenderConfig {
     pub settings: Value,
 }
 
+/// A message's content for this channel, how many held deliveries use it, and when the
+/// message expires (`ttl_seconds`).
+type HeldContent = (Arc<Value>, usize, Option<chrono::DateTime<Utc>>);
+
 /// Builds the channel's provider client on the sender's own arbiter.
 pub type ProviderFactory =
     Box<dyn FnOnce(&SenderConfig) -> Result<Rc<dyn Provider>, String> + Send>;
@@ -134,7 +138,7 @@ pub struct ChannelSender {
     /// draining channel does not query an empty queue after every call.
     more_in_db: bool,
     /// message pk → (content for this channel, deliveries held that use it, expiry)
-    contents: HashMap<i64, (Arc<Value>, usize, Option<chrono::DateTime<Utc>>)>,
+    contents: HashMap<i64, HeldContent>,
     paused_until: Option<Instant>,
     pump_at: Option<(Instant, SpawnHandle)>,
     rate_wait_since: Option<Instant>,
