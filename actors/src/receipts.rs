@@ -40,8 +40,8 @@ pub enum ReceiptKey {
     /// The provider's id as recorded at submission (per recipient: the provider's message
     /// id, or `task:recipient` for providers that answer one id for a whole batch).
     Provider(String),
-    /// umsd's own delivery id (inbox reads, click-tracking).
-    Delivery(i64),
+    /// umsd's own delivery id and its message (inbox reads, click-tracking).
+    Delivery { id: i64, message_pk: i64 },
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +69,16 @@ pub struct Record {
 #[rtype(result = "bool")]
 pub struct Incoming(pub Vec<ReceiptEvent>);
 
+/// Removes a message's dispatch row for a channel once every outcome handed over before
+/// it is written, if no page was planned since `pages`. Answers whether it was removed.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Finish {
+    pub channel: Arc<str>,
+    pub message_pk: i64,
+    pub pages: i32,
+}
+
 /// Writes everything pending; answered when done (used at shutdown).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -80,10 +90,21 @@ struct Held {
     next_try: Instant,
 }
 
+struct PendingFinish {
+    finish: Finish,
+    /// Changes received before it: it runs once that many are written.
+    after: u64,
+    reply: oneshot::Sender<bool>,
+}
+
 pub struct Receipts {
     store: Store,
     grace: Duration,
     changes: Vec<(Arc<str>, StatusChange)>,
+    /// Changes received and written so far (FIFO, so a count orders them).
+    received: u64,
+    written: u64,
+    finishes: Vec<PendingFinish>,
     receipts: Vec<Held>,
     flushing: bool,
     waiters: Vec<oneshot::Sender<()>>,
@@ -107,6 +128,9 @@ impl Receipts {
             store,
             grace,
             changes: Vec::new(),
+            received: 0,
+            written: 0,
+            finishes: Vec::new(),
             receipts: Vec::new(),
             flushing: false,
             waiters: Vec::new(),
@@ -128,7 +152,13 @@ impl Receipts {
             .into_iter()
             .partition(|h| h.next_try <= now);
         self.receipts = later;
-        if changes.is_empty() && due.is_empty() {
+        let written_after = self.written + changes.len() as u64;
+        let (ready, waiting): (Vec<PendingFinish>, Vec<PendingFinish>) =
+            std::mem::take(&mut self.finishes)
+                .into_iter()
+                .partition(|f| f.after <= written_after);
+        self.finishes = waiting;
+        if changes.is_empty() && due.is_empty() && ready.is_empty() {
             self.release_waiters();
             return;
         }
@@ -137,13 +167,37 @@ impl Receipts {
         let grace = self.grace;
         let work = async move {
             let result = write(&store, &changes, due, grace).await;
-            (changes, result)
+            let mut answers = Vec::with_capacity(ready.len());
+            if result.is_ok() {
+                for f in &ready {
+                    let f = &f.finish;
+                    match store
+                        .finish_dispatch(&f.channel, f.message_pk, f.pages)
+                        .await
+                    {
+                        Ok(done) => answers.push(done),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot finish a dispatch row; will retry");
+                            answers.push(false);
+                        }
+                    }
+                }
+            }
+            (changes, result, ready, answers)
         };
-        ctx.spawn(work.into_actor(self).map(|(changes, result), act, ctx| {
+        ctx.spawn(work.into_actor(self).map(|(changes, result, ready, answers), act, ctx| {
             act.flushing = false;
             match result {
-                Ok(held) => act.receipts.extend(held),
+                Ok(held) => {
+                    act.written += changes.len() as u64;
+                    for (f, done) in ready.into_iter().zip(answers) {
+                        let _ = f.reply.send(done);
+                    }
+                    act.receipts.extend(held);
+                }
                 Err((e, held)) => {
+                    // Finishes wait for the changes before them: put them back too.
+                    act.finishes.extend(ready);
                     tracing::warn!(error = %e, n = changes.len(), "status write failed; will retry");
                     // Put the batch back in front; the next tick tries again.
                     let mut again = changes;
@@ -199,12 +253,12 @@ async fn write(
                 .push(pid.clone());
         }
     }
-    let mut matched: HashMap<(String, String), i64> = HashMap::new();
+    let mut matched: HashMap<(String, String), (i64, i64)> = HashMap::new();
     for (ch, pids) in by_channel {
         match store.match_provider_ids(ch, &pids).await {
             Ok(found) => {
-                for (pid, id) in found {
-                    matched.insert((ch.to_owned(), pid), id);
+                for (pid, ids) in found {
+                    matched.insert((ch.to_owned(), pid), ids);
                 }
             }
             Err(e) => return Err((e, due)),
@@ -215,25 +269,25 @@ async fn write(
     let mut receipt_count: HashMap<(String, &'static str), u64> = HashMap::new();
     for mut h in due {
         let id = match &h.event.key {
-            ReceiptKey::Delivery(id) => Some(*id),
+            ReceiptKey::Delivery { id, message_pk } => Some((*id, *message_pk)),
             ReceiptKey::Provider(pid) => matched
                 .get(&(h.event.channel.clone(), pid.clone()))
                 .copied(),
         };
         match id {
-            Some(id) => {
+            Some((id, message_pk)) => {
                 *receipt_count
                     .entry((h.event.channel.clone(), h.event.state.as_str()))
                     .or_default() += 1;
                 all.push(StatusChange {
                     delivery_id: id,
+                    message_pk,
                     state: h.event.state,
                     from: receipt_from(h.event.state),
                     provider_id: None,
                     code: h.event.code.clone(),
                     reason: h.event.reason.clone(),
                     attempts: 0,
-                    dequeue: false,
                     via_submitted: false,
                     expect_receipt: None,
                     at: h.event.at,
@@ -289,6 +343,7 @@ impl Handler<Record> for Receipts {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, msg: Record, ctx: &mut Self::Context) -> Self::Result {
+        self.received += msg.changes.len() as u64;
         for c in msg.changes {
             self.changes.push((msg.channel.clone(), c));
         }
@@ -304,6 +359,20 @@ impl Handler<Record> for Receipts {
         Box::pin(async move {
             let _ = rx.await;
         })
+    }
+}
+
+impl Handler<Finish> for Receipts {
+    type Result = ResponseFuture<bool>;
+
+    fn handle(&mut self, msg: Finish, _: &mut Self::Context) -> Self::Result {
+        let (tx, rx) = oneshot::channel();
+        self.finishes.push(PendingFinish {
+            finish: msg,
+            after: self.received,
+            reply: tx,
+        });
+        Box::pin(async move { rx.await.unwrap_or(false) })
     }
 }
 

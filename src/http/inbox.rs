@@ -96,9 +96,12 @@ async fn mark_read(
         let now = Utc::now();
         let events = changed
             .iter()
-            .map(|id| ReceiptEvent {
+            .map(|(id, message_pk)| ReceiptEvent {
                 channel: "inbox".into(),
-                key: ReceiptKey::Delivery(*id),
+                key: ReceiptKey::Delivery {
+                    id: *id,
+                    message_pk: *message_pk,
+                },
                 state: DeliveryState::Read,
                 code: None,
                 reason: None,

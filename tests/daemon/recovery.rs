@@ -74,7 +74,7 @@ async fn queued_deliveries_are_delivered_after_a_sigkill_and_restart() {
     }
     d.kill9();
     let before = count(&d, "SELECT count(*) FROM inbox").await;
-    let queued = count(&d, "SELECT count(*) FROM delivery_queue").await;
+    let queued = count(&d, "SELECT count(*) FROM deliveries WHERE state = 2").await;
     assert!(before < USERS as i64, "all delivered before the kill");
     assert!(queued > 0);
     // Nothing is lost. A delivery stored but whose outcome was not yet written when the
@@ -82,7 +82,7 @@ async fn queued_deliveries_are_delivered_after_a_sigkill_and_restart() {
     // the restart and the inbox stores it once.
     let inbox_queued = count(
         &d,
-        "SELECT count(*) FROM delivery_queue WHERE channel_code = 'inbox'",
+        "SELECT count(*) FROM deliveries WHERE state = 2 AND channel_code = 'inbox'",
     )
     .await;
     assert!(before + inbox_queued >= USERS as i64, "a delivery was lost");
@@ -105,7 +105,7 @@ async fn queued_deliveries_are_delivered_after_a_sigkill_and_restart() {
         count(&d, "SELECT count(DISTINCT user_id) FROM inbox").await,
         USERS as i64
     );
-    assert_eq!(count(&d, "SELECT count(*) FROM delivery_queue").await, 0);
+    assert_eq!(count(&d, "SELECT count(*) FROM dispatch_queue").await, 0);
     // The webhook receiver got every delivery; a repeat only for those in flight.
     let deadline = Instant::now() + Duration::from_secs(30);
     while count(&d, "SELECT count(*) FROM deliveries WHERE state = 5").await < 2 * USERS as i64 {

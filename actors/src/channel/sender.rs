@@ -35,8 +35,8 @@ use crate::domain::ids::id_time;
 use crate::domain::send::SendRequest;
 use crate::domain::{ChannelType, DeliveryState, Priority};
 use crate::metrics as m;
-use crate::receipts::{Receipts, Record};
-use crate::store::deliveries::{QueuedDelivery, StatusChange};
+use crate::receipts::{Finish, Receipts, Record};
+use crate::store::deliveries::{DispatchRow, QueuedDelivery, StatusChange};
 use crate::store::Store;
 
 /// How long a throttled channel runs at half its rate.
@@ -64,9 +64,44 @@ pub struct SenderConfig {
     pub settings: Value,
 }
 
-/// A message's content for this channel, how many held deliveries use it, and when the
-/// message expires (`ttl_seconds`).
-type HeldContent = (Arc<Value>, usize, Option<chrono::DateTime<Utc>>);
+/// A message's content for this channel, with the message's expiry (`ttl_seconds`).
+type Content = (Arc<Value>, Option<chrono::DateTime<Utc>>);
+
+/// Messages listed per pull.
+const DISPATCH_ROWS: i64 = 1000;
+/// Most deliveries of one message per pull.
+const PULL_PER_MESSAGE: usize = 1000;
+
+/// A message with queued deliveries on this channel, as the sender tracks it.
+struct MessageWork {
+    row: DispatchRow,
+    /// The highest delivery id pulled so far.
+    after: i64,
+    /// `pages` of the dispatch row when a pull found nothing more: drained until a page is
+    /// added.
+    drained_at: Option<i32>,
+    /// Content for this channel and the message's expiry (`None` when it has none).
+    content: Option<Content>,
+    content_loaded: bool,
+    /// Its deliveries held in memory (queued, waiting to retry, in flight).
+    held: usize,
+    /// Its dispatch row is being removed.
+    finishing: bool,
+}
+
+impl MessageWork {
+    fn new(row: DispatchRow) -> Self {
+        Self {
+            row,
+            after: 0,
+            drained_at: None,
+            content: None,
+            content_loaded: false,
+            held: 0,
+            finishing: false,
+        }
+    }
+}
 
 /// Builds the channel's provider client on the sender's own arbiter.
 pub type ProviderFactory =
@@ -129,7 +164,6 @@ pub struct ChannelSender {
     delayed: Vec<(Instant, Entry)>,
     in_flight: usize,
     in_flight_targets: usize,
-    cursors: [i64; 3],
     pulling: bool,
     pull_again: bool,
     /// The database may hold queued deliveries not pulled yet: set by a wake-up (the
@@ -137,8 +171,8 @@ pub struct ChannelSender {
     /// cleared by a pull that did not. Completions pull only while it is set, so a
     /// draining channel does not query an empty queue after every call.
     more_in_db: bool,
-    /// message pk → (content for this channel, deliveries held that use it, expiry)
-    contents: HashMap<i64, HeldContent>,
+    /// Messages with work on this channel, by message pk.
+    works: HashMap<i64, MessageWork>,
     paused_until: Option<Instant>,
     pump_at: Option<(Instant, SpawnHandle)>,
     rate_wait_since: Option<Instant>,
@@ -169,11 +203,10 @@ impl ChannelSender {
             delayed: Vec::new(),
             in_flight: 0,
             in_flight_targets: 0,
-            cursors: [0; 3],
             pulling: false,
             pull_again: false,
             more_in_db: true,
-            contents: HashMap::new(),
+            works: HashMap::new(),
             paused_until: None,
             pump_at: None,
             rate_wait_since: None,
@@ -194,7 +227,9 @@ impl ChannelSender {
         metrics::gauge!(m::CHANNEL_IN_FLIGHT, "channel" => code).set(self.in_flight as f64);
     }
 
-    /// Pulls queued deliveries from the database while there is room.
+    /// Pulls queued deliveries from the database while there is room: first the list of
+    /// messages with work on this channel (`dispatch_queue`), then, in one query, the next
+    /// queued deliveries of each, high priority first.
     fn refill(&mut self, ctx: &mut Context<Self>) {
         if self.provider.is_none() || self.stopping.is_some() {
             return;
@@ -214,37 +249,44 @@ impl ChannelSender {
         self.pull_again = false;
         let store = self.store.clone();
         let code = self.config.code.clone();
-        let cursors = self.cursors;
-        let known: Vec<i64> = self.contents.keys().copied().collect();
         let channel_type = self.config.channel_type;
+        // What is known of each message: (after, drained at pages, has content)
+        let known: HashMap<i64, (i64, Option<i32>, bool)> = self
+            .works
+            .iter()
+            .map(|(pk, w)| (*pk, (w.after, w.drained_at, w.content_loaded)))
+            .collect();
         let work = async move {
-            let mut pulled = Vec::new();
-            let mut full = false;
-            let mut left = room;
-            for (i, p) in [Priority::High, Priority::Normal, Priority::Low]
-                .into_iter()
-                .enumerate()
-            {
-                let limit = if i == 0 { high_room.max(left) } else { left };
-                if limit == 0 {
+            let rows = store.dispatch_rows(&code, DISPATCH_ROWS).await?;
+            let mut wants = Vec::new();
+            let (mut left, mut left_high) = (room, high_room);
+            for row in &rows {
+                let (after, drained_at, _) = known
+                    .get(&row.message_pk)
+                    .copied()
+                    .unwrap_or((0, None, false));
+                if drained_at == Some(row.pages) {
+                    continue; // nothing new since it was drained
+                }
+                let budget = if row.priority == Priority::High {
+                    left_high
+                } else {
+                    left
+                };
+                let lim = budget.min(PULL_PER_MESSAGE);
+                if lim == 0 {
                     continue;
                 }
-                let rows = store
-                    .pull_queued(&code, p, cursors[i], limit as i64)
-                    .await?;
-                full |= rows.len() == limit;
-                left = left.saturating_sub(rows.len());
-                pulled.push((i, rows));
+                wants.push((*row, after, lim as i64));
+                left = left.saturating_sub(lim);
+                left_high = left_high.saturating_sub(lim);
             }
-            // Contents of messages not held yet.
-            let mut need: Vec<(i32, i64)> = Vec::new();
-            for (_, rows) in &pulled {
-                for r in rows {
-                    if !known.contains(&r.message_pk) && !need.iter().any(|n| n.1 == r.message_pk) {
-                        need.push((r.app_id, r.message_pk));
-                    }
-                }
-            }
+            let pulled = store.pull_deliveries(&code, &wants).await?;
+            let need: Vec<(i32, i64)> = wants
+                .iter()
+                .filter(|w| !known.get(&w.0.message_pk).is_some_and(|k| k.2))
+                .map(|w| (w.0.app_id, w.0.message_pk))
+                .collect();
             let requests = if need.is_empty() {
                 HashMap::new()
             } else {
@@ -258,51 +300,18 @@ impl ChannelSender {
                         let expires = r
                             .ttl_seconds
                             .map(|t| id_time(pk) + chrono::Duration::seconds(i64::from(t)));
-                        super::content_for(&r, &code, channel_type).map(|c| (c, expires))
+                        super::content_for(&r, &code, channel_type).map(|c| (Arc::new(c), expires))
                     });
                 contents.insert(pk, value);
             }
-            Ok::<_, crate::store::StoreError>((pulled, contents, full))
+            let listed_all = rows.len() < DISPATCH_ROWS as usize;
+            Ok::<_, crate::store::StoreError>((rows, wants, pulled, contents, listed_all))
         };
         ctx.spawn(work.into_actor(self).map(|result, act, ctx| {
             act.pulling = false;
             match result {
-                Ok((pulled, contents, full)) => {
-                    let now = Instant::now();
-                    let mut missing = Vec::new();
-                    for (i, rows) in pulled {
-                        for r in rows {
-                            act.cursors[i] = act.cursors[i].max(r.delivery_id);
-                            let content = match act.contents.get_mut(&r.message_pk) {
-                                Some(c) => {
-                                    c.1 += 1;
-                                    true
-                                }
-                                None => match contents.get(&r.message_pk) {
-                                    Some(Some((v, expires))) => {
-                                        act.contents.insert(
-                                            r.message_pk,
-                                            (Arc::new(v.clone()), 1, *expires),
-                                        );
-                                        true
-                                    }
-                                    _ => false,
-                                },
-                            };
-                            if content {
-                                act.queues.push(r, now);
-                            } else {
-                                missing.push(r);
-                            }
-                        }
-                    }
-                    if !missing.is_empty() {
-                        act.fail_unsendable(missing);
-                    }
-                    act.more_in_db = full || act.pull_again;
-                    if full || act.pull_again {
-                        ctx.run_later(Duration::from_millis(1), |act, ctx| act.refill(ctx));
-                    }
+                Ok((rows, wants, pulled, contents, listed_all)) => {
+                    act.take_pull(rows, wants, pulled, contents, listed_all, ctx)
                 }
                 Err(e) => {
                     tracing::warn!(channel = %act.config.code, error = %e, "cannot pull queued deliveries");
@@ -314,6 +323,109 @@ impl ChannelSender {
         }));
     }
 
+    /// Takes a pull's result into memory.
+    fn take_pull(
+        &mut self,
+        rows: Vec<DispatchRow>,
+        wants: Vec<(DispatchRow, i64, i64)>,
+        pulled: Vec<QueuedDelivery>,
+        mut contents: HashMap<i64, Option<Content>>,
+        listed_all: bool,
+        ctx: &mut Context<Self>,
+    ) {
+        let now = Instant::now();
+        for row in rows {
+            self.works
+                .entry(row.message_pk)
+                .or_insert_with(|| MessageWork::new(row));
+        }
+        let mut counts: HashMap<i64, (usize, i64)> = HashMap::new();
+        for d in &pulled {
+            let c = counts.entry(d.message_pk).or_insert((0, 0));
+            c.0 += 1;
+            c.1 = c.1.max(d.delivery_id);
+        }
+        let mut full = !listed_all;
+        for (row, _, lim) in &wants {
+            let Some(w) = self.works.get_mut(&row.message_pk) else {
+                continue;
+            };
+            w.row = *row;
+            if let Some(c) = contents.remove(&row.message_pk) {
+                w.content = c;
+                w.content_loaded = true;
+            }
+            let (n, max_id) = counts.get(&row.message_pk).copied().unwrap_or((0, 0));
+            w.after = w.after.max(max_id);
+            if (n as i64) < *lim {
+                w.drained_at = Some(row.pages);
+            } else {
+                full = true;
+            }
+        }
+        let mut unsendable = Vec::new();
+        for d in pulled {
+            match self.works.get_mut(&d.message_pk) {
+                Some(w) if w.content.is_some() => {
+                    w.held += 1;
+                    self.queues.push(d, now);
+                }
+                _ => unsendable.push(d),
+            }
+        }
+        if !unsendable.is_empty() {
+            self.fail_unsendable(unsendable);
+        }
+        self.more_in_db = full || self.pull_again;
+        if self.more_in_db {
+            ctx.run_later(Duration::from_millis(1), |act, ctx| act.refill(ctx));
+        }
+        self.finish_drained(ctx);
+    }
+
+    /// Messages whose queued deliveries are all pulled and settled leave the dispatch
+    /// queue. The status writer removes the row after every outcome recorded before it,
+    /// and only if no page was planned since; otherwise the message is pulled again.
+    fn finish_drained(&mut self, ctx: &mut Context<Self>) {
+        let done: Vec<(i64, i32)> = self
+            .works
+            .iter()
+            .filter(|(_, w)| w.held == 0 && !w.finishing && w.drained_at == Some(w.row.pages))
+            .map(|(pk, w)| (*pk, w.row.pages))
+            .collect();
+        for (pk, pages) in done {
+            if let Some(w) = self.works.get_mut(&pk) {
+                w.finishing = true;
+            }
+            let finish = self.receipts.send(Finish {
+                channel: self.config.code.clone(),
+                message_pk: pk,
+                pages,
+            });
+            ctx.spawn(finish.into_actor(self).map(move |answer, act, ctx| {
+                match answer {
+                    Ok(true) => {
+                        act.works.remove(&pk);
+                    }
+                    Ok(false) => {
+                        // A page was planned meanwhile: pull again.
+                        if let Some(w) = act.works.get_mut(&pk) {
+                            w.finishing = false;
+                            w.drained_at = None;
+                        }
+                        act.more_in_db = true;
+                        act.refill(ctx);
+                    }
+                    Err(_) => {
+                        if let Some(w) = act.works.get_mut(&pk) {
+                            w.finishing = false;
+                        }
+                    }
+                }
+            }));
+        }
+    }
+
     /// Deliveries whose message has no content for this channel (or is gone): failed.
     fn fail_unsendable(&mut self, rows: Vec<QueuedDelivery>) {
         let at = Utc::now();
@@ -321,13 +433,13 @@ impl ChannelSender {
             .into_iter()
             .map(|r| StatusChange {
                 delivery_id: r.delivery_id,
+                message_pk: r.message_pk,
                 state: DeliveryState::Failed,
                 from: &[DeliveryState::Queued],
                 provider_id: None,
                 code: Some("no_content".into()),
                 reason: Some("the message has no content for this channel".into()),
                 attempts: r.attempts,
-                dequeue: true,
                 via_submitted: false,
                 expect_receipt: None,
                 at,
@@ -429,7 +541,8 @@ impl ChannelSender {
         };
         let message_pk = first.delivery.message_pk;
         let priority = first.delivery.priority;
-        let Some((content, _, expires)) = self.contents.get(&message_pk) else {
+        let Some((content, expires)) = self.works.get(&message_pk).and_then(|w| w.content.clone())
+        else {
             return;
         };
         let expired = expires.is_some_and(|t| t <= Utc::now());
@@ -486,6 +599,7 @@ impl ChannelSender {
     }
 
     fn after_flight(&mut self, ctx: &mut Context<Self>) {
+        self.finish_drained(ctx);
         if self.in_flight == 0 {
             if let Some(waiters) = self.stopping.take() {
                 for w in waiters {
@@ -539,13 +653,13 @@ impl ChannelSender {
                         } else {
                             DeliveryState::Submitted
                         },
+                        message_pk,
                         from: &[DeliveryState::Queued],
                         expect_receipt: if receipts { provider_id.clone() } else { None },
                         provider_id,
                         code: None,
                         reason: None,
                         attempts,
-                        dequeue: true,
                         via_submitted: delivered,
                         at,
                     });
@@ -570,13 +684,13 @@ impl ChannelSender {
                     if final_failure {
                         changes.push(StatusChange {
                             delivery_id: d.delivery_id,
+                            message_pk,
                             state: DeliveryState::Failed,
                             from: &[DeliveryState::Queued],
                             provider_id: None,
                             code: Some(err.code),
                             reason: Some(format!("{}: {}", err.class.as_str(), err.reason)),
                             attempts,
-                            dequeue: true,
                             via_submitted: false,
                             expect_receipt: None,
                             at,
@@ -586,13 +700,13 @@ impl ChannelSender {
                             .increment(1);
                         changes.push(StatusChange {
                             delivery_id: d.delivery_id,
+                            message_pk,
                             state: DeliveryState::Queued,
                             from: &[DeliveryState::Queued],
                             provider_id: None,
                             code: Some(err.code),
                             reason: Some(format!("{}: {}", err.class.as_str(), err.reason)),
                             attempts,
-                            dequeue: false,
                             via_submitted: false,
                             expect_receipt: None,
                             at,
@@ -607,7 +721,7 @@ impl ChannelSender {
                 }
             }
             if release {
-                self.release_content(message_pk);
+                self.release(message_pk);
             }
         }
         for (outcome, n) in counts {
@@ -621,12 +735,9 @@ impl ChannelSender {
         changes
     }
 
-    fn release_content(&mut self, message_pk: i64) {
-        if let Some(c) = self.contents.get_mut(&message_pk) {
-            c.1 = c.1.saturating_sub(1);
-            if c.1 == 0 {
-                self.contents.remove(&message_pk);
-            }
+    fn release(&mut self, message_pk: i64) {
+        if let Some(w) = self.works.get_mut(&message_pk) {
+            w.held = w.held.saturating_sub(1);
         }
     }
 

@@ -62,19 +62,27 @@ pub struct QueuedDelivery {
     pub attempts: i16,
 }
 
+/// A message with queued deliveries on a channel (a `dispatch_queue` row).
+#[derive(Debug, Clone, Copy)]
+pub struct DispatchRow {
+    pub message_pk: i64,
+    pub priority: Priority,
+    pub app_id: i32,
+    pub pages: i32,
+}
+
 /// A state change to record. `from` lists the states the delivery may be in for the change
 /// to apply; a change from any other state is ignored (it lost a race).
 #[derive(Debug, Clone)]
 pub struct StatusChange {
     pub delivery_id: i64,
+    pub message_pk: i64,
     pub state: DeliveryState,
     pub from: &'static [DeliveryState],
     pub provider_id: Option<String>,
     pub code: Option<String>,
     pub reason: Option<String>,
     pub attempts: i16,
-    /// Remove the delivery from `delivery_queue` (its outcome is final for the sender).
-    pub dequeue: bool,
     /// Also record a `submitted` event before this one (channels whose acceptance is the
     /// delivery itself go from queued to delivered in one write).
     pub via_submitted: bool,
@@ -147,8 +155,6 @@ fn mask(states: &[DeliveryState]) -> i32 {
 
 const COPY_DELIVERIES: &str = "COPY deliveries (id, message_pk, app_id, channel_code, user_id, \
      address, state, reason, created_at, updated_at) FROM STDIN (FORMAT binary)";
-const COPY_QUEUE: &str = "COPY delivery_queue (delivery_id, channel_code, priority, message_pk, \
-     app_id, user_id, address) FROM STDIN (FORMAT binary)";
 
 impl Store {
     /// The next messages due for planning, high priority first.
@@ -327,40 +333,30 @@ impl Store {
                     .await?;
             }
             writer.finish().await?;
-
-            let stmt = tx.prepare_cached(COPY_QUEUE).await?;
-            let writer = BinaryCopyInWriter::new(
-                tx.copy_in(&stmt).await?,
-                &[
-                    Type::INT8,
-                    Type::TEXT,
-                    Type::INT2,
-                    Type::INT8,
-                    Type::INT4,
-                    Type::TEXT,
-                    Type::TEXT,
-                ],
-            );
-            pin_mut!(writer);
-            for d in deliveries {
-                if d.state != DeliveryState::Queued {
-                    continue;
-                }
-                let Some(address) = &d.address else { continue };
-                writer
-                    .as_mut()
-                    .write(&[
-                        &d.id,
-                        &d.channel_code,
-                        &job.priority.as_i16(),
-                        &job.id,
-                        &job.app_id,
-                        &d.user_id,
-                        address,
-                    ])
-                    .await?;
-            }
-            writer.finish().await?;
+        }
+        // One work row per channel that got queued deliveries (a later page of the same
+        // message counts a page up, so a sender that found it drained looks again).
+        let mut codes: Vec<&str> = deliveries
+            .iter()
+            .filter(|d| d.state == DeliveryState::Queued)
+            .map(|d| d.channel_code.as_str())
+            .collect();
+        codes.sort_unstable();
+        codes.dedup();
+        if !codes.is_empty() {
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO dispatch_queue (channel_code, message_pk, priority, app_id)
+                     SELECT code, $2, $3, $4 FROM unnest($1::text[]) AS code
+                     ON CONFLICT (channel_code, message_pk)
+                     DO UPDATE SET pages = dispatch_queue.pages + 1",
+                )
+                .await?;
+            tx.execute(
+                &stmt,
+                &[&codes, &job.id, &job.priority.as_i16(), &job.app_id],
+            )
+            .await?;
         }
         let created_at = id_time(job.id);
         tx.execute(
@@ -386,38 +382,108 @@ impl Store {
         Ok(())
     }
 
-    /// Queued deliveries of a channel at one priority with ids after `after`.
-    pub async fn pull_queued(
+    /// The messages with queued deliveries on a channel, high priority first.
+    pub async fn dispatch_rows(
         &self,
         channel_code: &str,
-        priority: Priority,
-        after: i64,
         limit: i64,
-    ) -> Result<Vec<QueuedDelivery>, StoreError> {
+    ) -> Result<Vec<DispatchRow>, StoreError> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "SELECT delivery_id, message_pk, app_id, user_id, address, attempts
-                 FROM delivery_queue
-                 WHERE channel_code = $1 AND priority = $2 AND delivery_id > $3
-                 ORDER BY delivery_id LIMIT $4",
+                "SELECT message_pk, priority, app_id, pages FROM dispatch_queue
+                 WHERE channel_code = $1 ORDER BY priority, message_pk LIMIT $2",
+            )
+            .await?;
+        let rows = client.query(&stmt, &[&channel_code, &limit]).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| DispatchRow {
+                message_pk: r.get(0),
+                priority: Priority::from_i16(r.get(1)).unwrap_or_default(),
+                app_id: r.get(2),
+                pages: r.get(3),
+            })
+            .collect())
+    }
+
+    /// Queued deliveries of several messages on a channel in one query: for each
+    /// (message, after, limit), at most `limit` with ids above `after`, in id order.
+    pub async fn pull_deliveries(
+        &self,
+        channel_code: &str,
+        wants: &[(DispatchRow, i64, i64)],
+    ) -> Result<Vec<QueuedDelivery>, StoreError> {
+        if wants.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        let pks: Vec<i64> = wants.iter().map(|w| w.0.message_pk).collect();
+        let afters: Vec<i64> = wants.iter().map(|w| w.1).collect();
+        let limits: Vec<i64> = wants.iter().map(|w| w.2).collect();
+        let times: Vec<DateTime<Utc>> = pks.iter().map(|pk| id_time(*pk)).collect();
+        let stmt = client
+            .prepare_cached(
+                "SELECT w.pk, d.id, d.user_id, d.address, d.attempts
+                 FROM unnest($1::int8[], $2::int8[], $3::int8[], $4::timestamptz[])
+                      AS w(pk, after, lim, since)
+                 CROSS JOIN LATERAL (
+                     SELECT id, user_id, address, attempts FROM deliveries
+                     WHERE message_pk = w.pk AND id > w.after AND created_at >= w.since
+                       AND channel_code = $5 AND state = $6
+                     ORDER BY id LIMIT w.lim) d",
             )
             .await?;
         let rows = client
-            .query(&stmt, &[&channel_code, &priority.as_i16(), &after, &limit])
+            .query(
+                &stmt,
+                &[
+                    &pks,
+                    &afters,
+                    &limits,
+                    &times,
+                    &channel_code,
+                    &DeliveryState::Queued.as_i16(),
+                ],
+            )
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| QueuedDelivery {
-                delivery_id: r.get(0),
-                priority,
-                message_pk: r.get(1),
-                app_id: r.get(2),
-                user_id: r.get(3),
-                address: r.get(4),
-                attempts: r.get(5),
-            })
-            .collect())
+        let by_pk: HashMap<i64, &DispatchRow> =
+            wants.iter().map(|w| (w.0.message_pk, &w.0)).collect();
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let pk: i64 = r.get(0);
+            let Some(row) = by_pk.get(&pk) else { continue };
+            let address: Option<String> = r.get(3);
+            out.push(QueuedDelivery {
+                delivery_id: r.get(1),
+                priority: row.priority,
+                message_pk: pk,
+                app_id: row.app_id,
+                user_id: r.get(2),
+                address: address.unwrap_or_default(),
+                attempts: r.get(4),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes a message's work row for a channel if no page was added since `pages`;
+    /// answers whether it was removed.
+    pub async fn finish_dispatch(
+        &self,
+        channel_code: &str,
+        message_pk: i64,
+        pages: i32,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "DELETE FROM dispatch_queue
+                 WHERE channel_code = $1 AND message_pk = $2 AND pages = $3",
+                &[&channel_code, &message_pk, &pages],
+            )
+            .await?;
+        Ok(n > 0)
     }
 
     /// The stored requests of messages, by (app id, message id).
@@ -453,6 +519,7 @@ impl Store {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let ids: Vec<i64> = changes.iter().map(|c| c.delivery_id).collect();
+        let msgs: Vec<i64> = changes.iter().map(|c| c.message_pk).collect();
         let states: Vec<i16> = changes.iter().map(|c| c.state.as_i16()).collect();
         let masks: Vec<i32> = changes.iter().map(|c| mask(c.from)).collect();
         let pids: Vec<Option<&str>> = changes.iter().map(|c| c.provider_id.as_deref()).collect();
@@ -467,9 +534,9 @@ impl Store {
                         code = coalesce(u.code, d.code), reason = coalesce(u.reason, d.reason),
                         attempts = greatest(d.attempts, u.attempts), updated_at = u.at
                  FROM unnest($1::int8[], $2::int2[], $3::int4[], $4::text[], $5::text[],
-                             $6::text[], $7::int2[], $8::timestamptz[])
-                      AS u(id, state, mask, pid, code, reason, attempts, at)
-                 WHERE d.id = u.id AND (u.mask >> d.state) & 1 = 1
+                             $6::text[], $7::int2[], $8::timestamptz[], $9::int8[])
+                      AS u(id, state, mask, pid, code, reason, attempts, at, msg)
+                 WHERE d.message_pk = u.msg AND d.id = u.id AND (u.mask >> d.state) & 1 = 1
                  RETURNING d.id, d.message_pk",
             )
             .await?;
@@ -477,7 +544,7 @@ impl Store {
             .query(
                 &stmt,
                 &[
-                    &ids, &states, &masks, &pids, &codes, &reasons, &attempts, &ats,
+                    &ids, &states, &masks, &pids, &codes, &reasons, &attempts, &ats, &msgs,
                 ],
             )
             .await?;
@@ -495,6 +562,7 @@ impl Store {
         let mut r_channels = Vec::new();
         let mut r_pids = Vec::new();
         let mut r_ids = Vec::new();
+        let mut r_msgs = Vec::new();
         let mut r_ats = Vec::new();
         for c in changes {
             let Some(msg) = applied.get(&c.delivery_id) else {
@@ -521,6 +589,7 @@ impl Store {
                 r_channels.push(channel.as_str());
                 r_pids.push(pid.as_str());
                 r_ids.push(c.delivery_id);
+                r_msgs.push(c.message_pk);
                 r_ats.push(c.at);
             }
         }
@@ -544,41 +613,14 @@ impl Store {
         if !r_ids.is_empty() {
             let stmt = tx
                 .prepare_cached(
-                    "INSERT INTO provider_refs (channel_code, provider_id, delivery_id, created_at)
-                     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::timestamptz[])",
+                    "INSERT INTO provider_refs (channel_code, provider_id, delivery_id, created_at,
+                                                message_pk)
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::timestamptz[],
+                                          $5::int8[])",
                 )
                 .await?;
-            tx.execute(&stmt, &[&r_channels, &r_pids, &r_ids, &r_ats])
+            tx.execute(&stmt, &[&r_channels, &r_pids, &r_ids, &r_ats, &r_msgs])
                 .await?;
-        }
-        // Leaving the queue does not depend on winning the race: a delivery whose
-        // state moved on elsewhere has nothing more to send either.
-        let dequeue: Vec<i64> = changes
-            .iter()
-            .filter(|c| c.dequeue)
-            .map(|c| c.delivery_id)
-            .collect();
-        if !dequeue.is_empty() {
-            let stmt = tx
-                .prepare_cached("DELETE FROM delivery_queue WHERE delivery_id = ANY($1)")
-                .await?;
-            tx.execute(&stmt, &[&dequeue]).await?;
-        }
-        let retried: Vec<(i64, i16)> = changes
-            .iter()
-            .filter(|c| !c.dequeue && c.state == DeliveryState::Queued)
-            .map(|c| (c.delivery_id, c.attempts))
-            .collect();
-        if !retried.is_empty() {
-            let (r_ids, r_attempts): (Vec<i64>, Vec<i16>) = retried.into_iter().unzip();
-            let stmt = tx
-                .prepare_cached(
-                    "UPDATE delivery_queue q SET attempts = u.attempts
-                     FROM unnest($1::int8[], $2::int2[]) AS u(id, attempts)
-                     WHERE q.delivery_id = u.id",
-                )
-                .await?;
-            tx.execute(&stmt, &[&r_ids, &r_attempts]).await?;
         }
         tx.commit().await?;
         Ok(Applied {
@@ -587,21 +629,24 @@ impl Store {
         })
     }
 
-    /// Delivery ids for provider ids of one channel (receipt correlation).
+    /// (delivery id, message) for provider ids of one channel (receipt correlation).
     pub async fn match_provider_ids(
         &self,
         channel_code: &str,
         provider_ids: &[String],
-    ) -> Result<HashMap<String, i64>, StoreError> {
+    ) -> Result<HashMap<String, (i64, i64)>, StoreError> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "SELECT provider_id, delivery_id FROM provider_refs
+                "SELECT provider_id, delivery_id, message_pk FROM provider_refs
                  WHERE channel_code = $1 AND provider_id = ANY($2)",
             )
             .await?;
         let rows = client.query(&stmt, &[&channel_code, &provider_ids]).await?;
-        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+        Ok(rows
+            .into_iter()
+            .map(|r| (r.get(0), (r.get(1), r.get(2))))
+            .collect())
     }
 
     /// Deliveries submitted on a channel that still wait for a receipt (pull-based
@@ -759,23 +804,24 @@ impl Store {
             .collect())
     }
 
-    /// Marks inbox items read; returns the delivery ids that changed (for `read` receipts).
+    /// Marks inbox items read; returns the (delivery id, message) of those that changed (for
+    /// `read` receipts).
     pub async fn mark_inbox_read(
         &self,
         app_id: i32,
         user_id: &str,
         ids: &[i64],
-    ) -> Result<Vec<i64>, StoreError> {
+    ) -> Result<Vec<(i64, i64)>, StoreError> {
         let client = self.client().await?;
         let rows = client
             .query(
                 "UPDATE inbox SET read_at = now()
                  WHERE app_id = $1 AND user_id = $2 AND delivery_id = ANY($3) AND read_at IS NULL
-                 RETURNING delivery_id",
+                 RETURNING delivery_id, message_pk",
                 &[&app_id, &user_id, &ids],
             )
             .await?;
-        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+        Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }
 

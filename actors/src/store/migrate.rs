@@ -12,6 +12,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "delivery",
         include_str!("../../../migrations/0002_delivery.sql"),
     ),
+    (
+        3,
+        "dispatch",
+        include_str!("../../../migrations/0003_dispatch.sql"),
+    ),
 ];
 
 /// Arbitrary but fixed key for the advisory lock that serialises migrating nodes.
