@@ -187,19 +187,27 @@ impl Work {
         }
         self.store.write_plan(&job, &out, next.as_deref()).await?;
 
-        let mut woken = HashSet::new();
+        // Counted per (channel, outcome), not per delivery.
+        let mut counts: std::collections::HashMap<(&str, &'static str), u64> =
+            std::collections::HashMap::new();
         for d in &out {
             let outcome = if d.state == DeliveryState::Queued {
-                if woken.insert(d.channel_code.as_str()) {
-                    self.signals.wake(&d.channel_code);
-                }
                 "queued"
             } else {
                 d.reason.unwrap_or("other")
             };
+            *counts
+                .entry((d.channel_code.as_str(), outcome))
+                .or_default() += 1;
+        }
+        let mut woken = HashSet::new();
+        for ((channel, outcome), n) in counts {
+            if outcome == "queued" && woken.insert(channel) {
+                self.signals.wake(channel);
+            }
             metrics::counter!(m::PLANNER_TARGETS_TOTAL,
-                "channel" => d.channel_code.clone(), "outcome" => outcome)
-            .increment(1);
+                "channel" => channel.to_owned(), "outcome" => outcome)
+            .increment(n);
         }
         if job.cursor.is_none() {
             metrics::counter!(m::PLANNER_MESSAGES_TOTAL, "priority" => job.priority.as_str())

@@ -107,6 +107,34 @@ impl MessageWork {
 pub type ProviderFactory =
     Box<dyn FnOnce(&SenderConfig) -> Result<Rc<dyn Provider>, String> + Send>;
 
+/// The sender's metric handles, registered once: the hot path records through them
+/// without building labels or looking the series up.
+struct Meters {
+    queue_depth: [metrics::Gauge; 3],
+    in_flight: metrics::Gauge,
+    rate_wait: metrics::Histogram,
+    request_duration: metrics::Histogram,
+    accept_to_submit: metrics::Histogram,
+}
+
+impl Meters {
+    fn new(code: &str, ty: ChannelType) -> Self {
+        let depth = |p: Priority| metrics::gauge!(m::CHANNEL_QUEUE_DEPTH, "channel" => code.to_owned(), "priority" => p.as_str());
+        Self {
+            queue_depth: [
+                depth(Priority::High),
+                depth(Priority::Normal),
+                depth(Priority::Low),
+            ],
+            in_flight: metrics::gauge!(m::CHANNEL_IN_FLIGHT, "channel" => code.to_owned()),
+            rate_wait: metrics::histogram!(m::CHANNEL_RATE_WAIT_SECONDS, "channel" => code.to_owned()),
+            request_duration: metrics::histogram!(m::PROVIDER_REQUEST_DURATION_SECONDS,
+                "channel" => code.to_owned(), "type" => ty.as_str()),
+            accept_to_submit: metrics::histogram!(m::ACCEPT_TO_SUBMIT_SECONDS, "channel" => code.to_owned()),
+        }
+    }
+}
+
 struct Limiter {
     limiter: DefaultDirectRateLimiter,
     burst: u32,
@@ -177,6 +205,7 @@ pub struct ChannelSender {
     pump_at: Option<(Instant, SpawnHandle)>,
     rate_wait_since: Option<Instant>,
     stopping: Option<Vec<oneshot::Sender<()>>>,
+    meters: Meters,
 }
 
 impl ChannelSender {
@@ -189,7 +218,9 @@ impl ChannelSender {
     ) -> Self {
         let limiter = limiter(config.rate_per_second, config.burst);
         let aging = config.aging;
+        let meters = Meters::new(&config.code, config.channel_type);
         Self {
+            meters,
             config,
             store,
             receipts,
@@ -219,12 +250,13 @@ impl ChannelSender {
     }
 
     fn gauges(&self) {
-        let code = self.config.code.to_string();
-        for p in [Priority::High, Priority::Normal, Priority::Low] {
-            metrics::gauge!(m::CHANNEL_QUEUE_DEPTH, "channel" => code.clone(), "priority" => p.as_str())
-                .set(self.queues.len_of(p) as f64);
+        for (i, p) in [Priority::High, Priority::Normal, Priority::Low]
+            .into_iter()
+            .enumerate()
+        {
+            self.meters.queue_depth[i].set(self.queues.len_of(p) as f64);
         }
-        metrics::gauge!(m::CHANNEL_IN_FLIGHT, "channel" => code).set(self.in_flight as f64);
+        self.meters.in_flight.set(self.in_flight as f64);
     }
 
     /// Pulls queued deliveries from the database while there is room: first the list of
@@ -503,7 +535,8 @@ impl ChannelSender {
                 }
             }
             if let Some(since) = self.rate_wait_since.take() {
-                metrics::histogram!(m::CHANNEL_RATE_WAIT_SECONDS, "channel" => self.config.code.to_string())
+                self.meters
+                    .rate_wait
                     .record(now.duration_since(since).as_secs_f64());
             }
             let entries = self.queues.take_batch(now, n);
@@ -578,9 +611,7 @@ impl ChannelSender {
         };
         ctx.spawn(fut.into_actor(self).then(move |results, act, _| {
             let elapsed = started.elapsed();
-            metrics::histogram!(m::PROVIDER_REQUEST_DURATION_SECONDS,
-                "channel" => act.config.code.to_string(), "type" => act.config.channel_type.as_str())
-            .record(elapsed.as_secs_f64());
+            act.meters.request_duration.record(elapsed.as_secs_f64());
             let changes = act.settle(entries, results);
             let receipts = act.receipts.clone();
             let record = Record {
@@ -644,7 +675,8 @@ impl ChannelSender {
                         .entry(if delivered { "delivered" } else { "submitted" })
                         .or_default() += 1;
                     let lag = at - id_time(d.message_pk);
-                    metrics::histogram!(m::ACCEPT_TO_SUBMIT_SECONDS, "channel" => code.clone())
+                    self.meters
+                        .accept_to_submit
                         .record(lag.num_microseconds().unwrap_or(0) as f64 / 1e6);
                     changes.push(StatusChange {
                         delivery_id: d.delivery_id,
