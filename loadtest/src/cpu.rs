@@ -1,5 +1,6 @@
-//! CPU accounting from `/proc`: user + system time of the umsd process and of the
-//! PostgreSQL processes, read before and after a phase to give CPU-µs per accepted message.
+//! CPU and memory accounting from `/proc`: user + system time of the umsd process and of
+//! the PostgreSQL processes, read before and after a phase to give CPU-µs per accepted
+//! message (or per delivery), and the resident set size of a process (`VmRSS`).
 //!
 //! For umsd only its own `utime + stime` counts (its children, if any, are PostgreSQL and
 //! are counted there). For PostgreSQL every process whose `/proc/<pid>/comm` is `postgres`
@@ -210,6 +211,62 @@ pub fn report(
     }
 }
 
+/// Busy and total clock ticks of the whole machine from the first (`cpu`) line of
+/// `/proc/stat`: busy is everything but `idle` and `iowait`.
+pub fn parse_proc_stat(text: &str) -> Option<(u64, u64)> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|x| x.parse().ok())
+        .collect::<Option<Vec<u64>>>()?;
+    if v.len() < 4 {
+        return None;
+    }
+    // user nice system idle iowait irq softirq steal (guest time is inside user)
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v[3] + v.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// Busy and total ticks of the machine now.
+pub fn machine_ticks() -> Option<(u64, u64)> {
+    parse_proc_stat(&std::fs::read_to_string("/proc/stat").ok()?)
+}
+
+/// Cores the whole machine kept busy between two [`machine_ticks`] readings, out of
+/// `cores`.
+pub fn machine_busy_cores(
+    before: Option<(u64, u64)>,
+    after: Option<(u64, u64)>,
+    cores: usize,
+) -> Option<f64> {
+    let ((b0, t0), (b1, t1)) = (before?, after?);
+    let dt = t1.checked_sub(t0)?;
+    (dt > 0).then(|| b1.saturating_sub(b0) as f64 / dt as f64 * cores as f64)
+}
+
+/// `VmRSS` of a `/proc/<pid>/status` text, in bytes.
+pub fn parse_vm_rss(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let mut parts = line["VmRSS:".len()..].split_whitespace();
+    let value: u64 = parts.next()?.parse().ok()?;
+    let factor = match parts.next().unwrap_or("kB") {
+        "kB" | "KB" | "kb" => 1024,
+        "mB" | "MB" | "mb" => 1024 * 1024,
+        "B" => 1,
+        _ => return None,
+    };
+    value.checked_mul(factor)
+}
+
+/// The resident set size of a process, in bytes.
+pub fn read_rss_bytes(pid: u32) -> Result<u64> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    parse_vm_rss(&text).ok_or_else(|| anyhow!("no VmRSS in {path}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,5 +317,29 @@ mod tests {
         assert!((r.umsd_plus_postgres_us_per_msg.unwrap() - both).abs() < 1e-6);
         let none = report(&probe, &before, &after, 2.0, 0);
         assert_eq!(none.umsd_us_per_msg, None);
+    }
+
+    #[test]
+    fn parses_vm_rss() {
+        let status = "Name:\tumsd\nVmPeak:\t  900000 kB\nVmRSS:\t   81234 kB\nThreads:\t9\n";
+        assert_eq!(parse_vm_rss(status), Some(81_234 * 1024));
+        assert_eq!(parse_vm_rss("VmRSS: 12"), Some(12 * 1024));
+        assert_eq!(parse_vm_rss("Name: x\n"), None);
+        assert_eq!(parse_vm_rss("VmRSS:\tlots kB"), None);
+        assert_eq!(parse_vm_rss("VmRSS:\t1 GB"), None);
+        let me = read_rss_bytes(std::process::id()).unwrap();
+        assert!(me > 1024 * 1024, "{me}");
+    }
+
+    #[test]
+    fn parses_proc_stat() {
+        let text = "cpu  100 5 50 800 20 3 2 0 0 0\ncpu0 50 2 25 400 10 1 1 0 0 0\n";
+        assert_eq!(parse_proc_stat(text), Some((160, 980)));
+        assert_eq!(parse_proc_stat("intr 1 2 3"), None);
+        let (busy, total) = machine_ticks().unwrap();
+        assert!(total >= busy);
+        let b = machine_busy_cores(Some((100, 1000)), Some((600, 2000)), 2).unwrap();
+        assert!((b - 1.0).abs() < 1e-9);
+        assert_eq!(machine_busy_cores(None, Some((1, 2)), 2), None);
     }
 }

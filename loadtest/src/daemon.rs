@@ -99,6 +99,8 @@ pub struct StartOptions {
     pub bin: PathBuf,
     /// Use this config file instead of writing [`DEFAULT_CONFIG`].
     pub config: Option<PathBuf>,
+    /// Write this config instead of [`DEFAULT_CONFIG`] (when `config` is not given).
+    pub config_text: Option<String>,
     /// Use this data directory (kept); otherwise a fresh temporary one.
     pub data_dir: Option<PathBuf>,
     /// Keep a temporary data directory afterwards.
@@ -163,8 +165,8 @@ impl Daemon {
             Some(c) => std::path::absolute(c)?,
             None => {
                 let p = std::path::absolute(opts.out_dir.join("umsd.toml"))?;
-                std::fs::write(&p, DEFAULT_CONFIG)
-                    .with_context(|| format!("writing {}", p.display()))?;
+                let text = opts.config_text.as_deref().unwrap_or(DEFAULT_CONFIG);
+                std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
                 p
             }
         };

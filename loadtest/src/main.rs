@@ -1,20 +1,24 @@
 //! `umsd-loadtest`: open-loop load tests for umsd.
 //!
 //! Subcommands: `bench` (R_http, R_copy and R_daemon side by side, their ratio, a steady
-//! run with CPU per accepted message), `run` (one fixed rate for a fixed time) and
-//! `find-max` (the maximum sustainable rate of one route). Without `--target` the harness
-//! starts its own umsd on a fresh data directory and stops it at the end; every run is
-//! bounded in time and requests, and only loopback targets are accepted. Results go to
-//! `--out` (default `loadtest/results/<run id>/`): `result.json` and `chart.svg`.
+//! run with CPU per accepted message), `run` (one fixed rate for a fixed time),
+//! `find-max` (the maximum sustainable rate of one route), `fanout` (one message to many
+//! users through provider simulators, compared with the simulators alone) and `backlog`
+//! (umsd's memory while a large backlog of deliveries drains). Without `--target` the
+//! harness starts its own umsd on a fresh data directory and stops it at the end; every
+//! run is bounded in time and requests, and only loopback targets are accepted. Results
+//! go to `--out` (default `loadtest/results/<run id>/`): `result.json` and `chart.svg`.
 
 mod copy;
 mod cpu;
 mod daemon;
 mod db;
+mod metrics;
 mod openloop;
 mod report;
 mod scenarios;
 mod search;
+mod sims;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -23,6 +27,9 @@ use std::time::Duration;
 use anyhow::{anyhow, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
+
+use scenarios::backlog::BacklogArgs;
+use scenarios::fanout::FanoutArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,6 +57,14 @@ enum Cmd {
     Run(RunArgs),
     /// The maximum sustainable rate of one route.
     FindMax(FindMaxArgs),
+    /// One message → U users on one webhook channel (or, with --mixed, on webhook, WeCom,
+    /// Feishu and the inbox at once) through provider simulators, compared with the
+    /// webhook simulator alone in the same run: R_umsd / R_sim, accept→submit latency,
+    /// CPU per delivery.
+    Fanout(FanoutArgs),
+    /// umsd's memory while a backlog of U × M deliveries (default 1 000 000) on a WeCom
+    /// channel drains: RSS, queue depth and deliveries sampled every second.
+    Backlog(BacklogArgs),
 }
 
 /// Which endpoint the load goes to.
@@ -260,6 +275,8 @@ impl Cmd {
             Cmd::Bench(a) => &a.target,
             Cmd::Run(a) => &a.target,
             Cmd::FindMax(a) => &a.target,
+            Cmd::Fanout(a) => &a.target,
+            Cmd::Backlog(a) => &a.target,
         }
     }
 
@@ -268,6 +285,8 @@ impl Cmd {
             Cmd::Bench(_) => "bench",
             Cmd::Run(_) => "run",
             Cmd::FindMax(_) => "find-max",
+            Cmd::Fanout(_) => "fanout",
+            Cmd::Backlog(_) => "backlog",
         }
     }
 
@@ -276,6 +295,8 @@ impl Cmd {
             Cmd::Bench(a) => serde_json::to_value(a)?,
             Cmd::Run(a) => serde_json::to_value(a)?,
             Cmd::FindMax(a) => serde_json::to_value(a)?,
+            Cmd::Fanout(a) => serde_json::to_value(a)?,
+            Cmd::Backlog(a) => serde_json::to_value(a)?,
         })
     }
 }
@@ -361,6 +382,18 @@ mod tests {
         };
         assert_eq!(a.route, Route::Send);
         assert_eq!(a.route.path(), "/v1/messages");
+
+        let cli = Cli::try_parse_from(["umsd-loadtest", "fanout", "--mixed"]).unwrap();
+        let Cmd::Fanout(a) = cli.cmd else {
+            panic!("not fanout")
+        };
+        assert!(a.mixed);
+        assert_eq!(a.connections, 32);
+        let cli = Cli::try_parse_from(["umsd-loadtest", "backlog", "--messages", "10"]).unwrap();
+        let Cmd::Backlog(a) = cli.cmd else {
+            panic!("not backlog")
+        };
+        assert_eq!((a.users, a.messages), (1000, 10));
     }
 
     #[test]

@@ -334,7 +334,7 @@ impl Shared {
 }
 
 /// One keep-alive HTTP/1.1 connection; its driver task ends with it.
-struct Conn {
+pub(crate) struct Conn {
     sender: SendRequest<Full<Bytes>>,
     driver: JoinHandle<()>,
 }
@@ -364,7 +364,7 @@ impl Drop for Conn {
 }
 
 /// Sends one request on the worker's connection, opening a new one if it was closed.
-async fn exchange(
+pub(crate) async fn exchange(
     conn: &mut Option<Conn>,
     ep: &Endpoint,
     req: Request<Full<Bytes>>,

@@ -1,6 +1,7 @@
 //! Results: the `result.json` with every figure, the parameters and each phase's
 //! per-second series; `chart.svg` with throughput and latency over the whole run (two
-//! stacked panels); and the short human summary printed at the end.
+//! stacked panels) or, for the delivery scenarios, their own sampled series
+//! ([`write_panels`]); and the short human summary printed at the end.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -13,6 +14,8 @@ use crate::copy::CopyResult;
 use crate::cpu::CpuReport;
 use crate::db::CountCheck;
 use crate::openloop::{LatencySummary, PhaseResult, SecondPoint};
+use crate::scenarios::backlog::BacklogReport;
+use crate::scenarios::fanout::FanoutReport;
 use crate::search::{Criteria, SearchParams};
 
 /// One step of a rate search.
@@ -99,6 +102,12 @@ pub struct Report {
     pub steady: Option<SteadySummary>,
     /// Every load phase in order, each with its per-second series.
     pub phases: Vec<PhaseResult>,
+    /// The `fanout` scenario's figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fanout: Option<FanoutReport>,
+    /// The `backlog` scenario's figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<BacklogReport>,
     /// Things that went wrong but did not stop the run (a failed count check among them).
     pub problems: Vec<String>,
     /// The error that stopped the run, if one did.
@@ -271,6 +280,95 @@ pub fn write_chart(report: &Report, path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// One line of a [`Panel`]: `(seconds, value)` points.
+#[derive(Debug, Clone, Default)]
+pub struct Line {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// One panel of a [`write_panels`] chart.
+#[derive(Debug, Clone, Default)]
+pub struct Panel {
+    pub caption: String,
+    pub y_desc: String,
+    pub lines: Vec<Line>,
+}
+
+const PALETTE: [RGBColor; 8] = [
+    BLUE,
+    RED,
+    GREEN,
+    MAGENTA,
+    CYAN,
+    BLACK,
+    RGBColor(255, 140, 0),
+    RGBColor(128, 0, 128),
+];
+
+/// Writes a chart of stacked panels over a shared time axis (seconds since the start of
+/// the measured phase), each with its own lines and linear y axis from 0.
+pub fn write_panels(path: &Path, title: &str, panels: &[Panel]) -> Result<()> {
+    let x_max = panels
+        .iter()
+        .flat_map(|p| p.lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)))
+        .fold(1.0f64, f64::max);
+    let n = panels.len().max(1);
+    let height = 60 + 300 * n as u32;
+    let root = SVGBackend::new(path, (1200, height)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let root = root.titled(title, ("sans-serif", 20)).map_err(plot_err)?;
+    let areas = root.split_evenly((n, 1));
+    for (panel, area) in panels.iter().zip(areas.iter()) {
+        let y_max = panel
+            .lines
+            .iter()
+            .flat_map(|l| l.points.iter().map(|p| p.1))
+            .filter(|v| v.is_finite())
+            .fold(1.0f64, f64::max)
+            * 1.1;
+        let mut c = ChartBuilder::on(area)
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(80)
+            .caption(&panel.caption, ("sans-serif", 16))
+            .build_cartesian_2d(0.0..x_max, 0.0..y_max)
+            .map_err(plot_err)?;
+        c.configure_mesh()
+            .x_desc("s since start")
+            .y_desc(panel.y_desc.as_str())
+            .y_label_formatter(&|v| {
+                if v.abs() >= 100.0 || *v == 0.0 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.2}")
+                }
+            })
+            .draw()
+            .map_err(plot_err)?;
+        for (i, line) in panel.lines.iter().enumerate() {
+            if line.points.is_empty() {
+                continue;
+            }
+            let color = PALETTE[i % PALETTE.len()];
+            draw_lines(
+                &mut c,
+                std::slice::from_ref(&line.points),
+                &color,
+                &line.label,
+            )?;
+        }
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(plot_err)?;
+    }
+    root.present().map_err(plot_err)?;
+    Ok(())
+}
+
 /// The group a phase belongs to: its name up to " step " or " @ ".
 fn phase_group(name: &str) -> String {
     let end = [" step ", " @ "]
@@ -437,6 +535,12 @@ pub fn summary(report: &Report, out_dir: &Path) -> String {
             );
         }
     }
+    if let Some(f) = &report.fanout {
+        s.push_str(&f.summary());
+    }
+    if let Some(b) = &report.backlog {
+        s.push_str(&b.summary());
+    }
     for p in &report.problems {
         let _ = writeln!(s, "PROBLEM: {p}");
     }
@@ -521,6 +625,39 @@ mod tests {
         assert_eq!(v["phases"][1]["series"][0]["second"], 0);
         assert_eq!(v["ratio"], 0.5);
         assert!(summary(&report, &dir).contains("ratio    = 0.500"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn panels_are_drawn() {
+        let dir = std::env::temp_dir().join(format!("umsd-lt-panels-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let svg = dir.join("panels.svg");
+        let panels = vec![
+            Panel {
+                caption: "memory".into(),
+                y_desc: "MiB".into(),
+                lines: vec![Line {
+                    label: "RSS".into(),
+                    points: vec![(0.0, 50.0), (1.0, 60.0), (2.0, 55.0)],
+                }],
+            },
+            Panel {
+                caption: "queue".into(),
+                y_desc: "deliveries".into(),
+                lines: vec![
+                    Line {
+                        label: "queued".into(),
+                        points: vec![(0.0, 1e6), (2.0, 0.0)],
+                    },
+                    Line::default(),
+                ],
+            },
+        ];
+        write_panels(&svg, "t", &panels).unwrap();
+        let text = std::fs::read_to_string(&svg).unwrap();
+        assert!(text.contains("polyline") && text.contains("RSS") && text.contains("queued"));
+        write_panels(&svg, "empty", &[]).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -1,8 +1,14 @@
 //! The scenarios and what they share: setting up the target (started or running), the run
 //! context that numbers requests and collects phases, the rate-search driver, and the
 //! common ending (stop the daemon, write `result.json` and `chart.svg`, print the summary).
+//!
+//! The delivery scenarios (`fanout`, `backlog`) first start their provider simulators (and
+//! `fanout` measures them alone), then start umsd with a config pointing at them.
 
+pub mod backlog;
 mod bench;
+mod deliver;
+pub mod fanout;
 mod simple;
 
 use std::path::PathBuf;
@@ -22,8 +28,26 @@ use crate::report::{self, Environment, Report, SearchSummary, StepRecord};
 use crate::search::{self, Criteria, RateSearch, SearchParams};
 use crate::{seconds, Cmd, LoadArgs, Route, SearchArgs};
 
-/// Exit code when a count check failed (the run itself completed).
+/// Exit code when a count check or a pass rule failed (the run itself completed).
 const EXIT_CHECK_FAILED: u8 = 2;
+
+/// What a scenario sets up before its daemon starts.
+enum Setup {
+    None,
+    Fanout(fanout::Setup),
+    Backlog(backlog::Setup),
+}
+
+impl Setup {
+    /// The config the started daemon gets instead of the default one.
+    fn config_text(&self) -> Option<String> {
+        match self {
+            Setup::None => None,
+            Setup::Fanout(s) => Some(s.config.clone()),
+            Setup::Backlog(s) => Some(s.config.clone()),
+        }
+    }
+}
 
 /// Everything a scenario works with.
 pub struct Ctx {
@@ -283,10 +307,33 @@ pub async fn main(cmd: Cmd) -> Result<ExitCode> {
         Cmd::Bench(a) => a.load.clone(),
         Cmd::Run(a) => a.load.clone(),
         Cmd::FindMax(a) => a.load.clone(),
+        // (the delivery scenarios do not use the open-loop generator)
+        Cmd::Fanout(a) => LoadArgs {
+            connections: a.connections,
+            timeout_ms: 5000,
+            max_requests: 0,
+        },
+        Cmd::Backlog(a) => LoadArgs {
+            connections: a.send_concurrency,
+            timeout_ms: 5000,
+            max_requests: 0,
+        },
     };
 
     // SIGINT and SIGTERM end the run in order (stopping a started daemon) from here on.
     let mut stop_signal = StopSignal::new()?;
+    // --max-total-s bounds everything from here: setup, start, scenario.
+    let max_total = Duration::from_secs(t.max_total_s.max(1));
+    let run_deadline = Instant::now() + max_total;
+
+    // Simulators (and the simulators-alone phase) before any daemon.
+    let setup = tokio::select! {
+        r = tokio::time::timeout_at(run_deadline, prepare(&cmd)) => match r {
+            Ok(s) => s?,
+            Err(_) => bail!("the run exceeded --max-total-s {} while setting up", t.max_total_s),
+        },
+        sig = stop_signal.recv() => bail!("{sig} while setting up"),
+    };
 
     // The target: a running daemon, or one we start.
     let mut started_daemon: Option<Daemon> = None;
@@ -305,6 +352,7 @@ pub async fn main(cmd: Cmd) -> Result<ExitCode> {
             let opts = StartOptions {
                 bin: t.umsd_bin.clone(),
                 config: t.umsd_config.clone(),
+                config_text: setup.config_text(),
                 data_dir: t.data_dir.clone(),
                 keep: t.keep,
                 port: t.port,
@@ -376,9 +424,8 @@ pub async fn main(cmd: Cmd) -> Result<ExitCode> {
         report,
     };
 
-    let max_total = Duration::from_secs(t.max_total_s.max(1));
     let outcome = tokio::select! {
-        r = tokio::time::timeout(max_total, run_scenario(&mut ctx, &cmd)) => match r {
+        r = tokio::time::timeout_at(run_deadline, run_scenario(&mut ctx, &cmd, setup)) => match r {
             Ok(r) => r,
             Err(_) => Err(anyhow!("the run exceeded --max-total-s {}", t.max_total_s)),
         },
@@ -404,21 +451,49 @@ pub async fn main(cmd: Cmd) -> Result<ExitCode> {
     }
     report.finished_at = Some(chrono::Utc::now().to_rfc3339());
     report::write_json(&report, &out_dir.join("result.json"))?;
-    if let Err(e) = report::write_chart(&report, &out_dir.join("chart.svg")) {
+    let chart = out_dir.join("chart.svg");
+    let title = format!("umsd load test {} ({})", report.run_id, report.scenario);
+    let charted = match (&report.fanout, &report.backlog) {
+        (Some(f), _) => report::write_panels(&chart, &title, &f.panels()),
+        (None, Some(b)) => report::write_panels(&chart, &title, &b.panels()),
+        (None, None) if matches!(cmd, Cmd::Fanout(_) | Cmd::Backlog(_)) => Ok(()),
+        (None, None) => report::write_chart(&report, &chart),
+    };
+    if let Err(e) = charted {
         eprintln!("chart not written: {e:#}");
     }
     println!("{}", report::summary(&report, &out_dir));
     outcome?;
-    if report.count_checks.iter().any(|c| !c.ok) {
+    let rule_failed = report
+        .fanout
+        .as_ref()
+        .is_some_and(|f| f.pass == Some(false))
+        || report
+            .backlog
+            .as_ref()
+            .is_some_and(|b| b.pass == Some(false) || !b.complete);
+    if report.count_checks.iter().any(|c| !c.ok) || rule_failed {
         return Ok(ExitCode::from(EXIT_CHECK_FAILED));
     }
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_scenario(ctx: &mut Ctx, cmd: &Cmd) -> Result<()> {
-    match cmd {
-        Cmd::Bench(a) => bench::run(ctx, a).await,
-        Cmd::Run(a) => simple::run(ctx, a).await,
-        Cmd::FindMax(a) => simple::find_max(ctx, a).await,
+/// The scenario's own setup before the daemon starts.
+async fn prepare(cmd: &Cmd) -> Result<Setup> {
+    Ok(match cmd {
+        Cmd::Fanout(a) => Setup::Fanout(fanout::prepare(a).await?),
+        Cmd::Backlog(a) => Setup::Backlog(backlog::prepare(a)?),
+        Cmd::Bench(_) | Cmd::Run(_) | Cmd::FindMax(_) => Setup::None,
+    })
+}
+
+async fn run_scenario(ctx: &mut Ctx, cmd: &Cmd, setup: Setup) -> Result<()> {
+    match (cmd, setup) {
+        (Cmd::Bench(a), _) => bench::run(ctx, a).await,
+        (Cmd::Run(a), _) => simple::run(ctx, a).await,
+        (Cmd::FindMax(a), _) => simple::find_max(ctx, a).await,
+        (Cmd::Fanout(a), Setup::Fanout(s)) => fanout::run(ctx, a, s).await,
+        (Cmd::Backlog(a), Setup::Backlog(s)) => backlog::run(ctx, a, s).await,
+        (Cmd::Fanout(_) | Cmd::Backlog(_), _) => Err(anyhow!("scenario set up wrongly")),
     }
 }
