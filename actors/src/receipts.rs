@@ -288,7 +288,6 @@ async fn write(
                     code: h.event.code.clone(),
                     reason: h.event.reason.clone(),
                     attempts: 0,
-                    via_submitted: false,
                     expect_receipt: None,
                     at: h.event.at,
                 });

@@ -472,7 +472,6 @@ impl ChannelSender {
                 code: Some("no_content".into()),
                 reason: Some("the message has no content for this channel".into()),
                 attempts: r.attempts,
-                via_submitted: false,
                 expect_receipt: None,
                 at,
             })
@@ -692,7 +691,6 @@ impl ChannelSender {
                         code: None,
                         reason: None,
                         attempts,
-                        via_submitted: delivered,
                         at,
                     });
                 }
@@ -723,7 +721,6 @@ impl ChannelSender {
                             code: Some(err.code),
                             reason: Some(format!("{}: {}", err.class.as_str(), err.reason)),
                             attempts,
-                            via_submitted: false,
                             expect_receipt: None,
                             at,
                         });
@@ -739,7 +736,6 @@ impl ChannelSender {
                             code: Some(err.code),
                             reason: Some(format!("{}: {}", err.class.as_str(), err.reason)),
                             attempts,
-                            via_submitted: false,
                             expect_receipt: None,
                             at,
                         });

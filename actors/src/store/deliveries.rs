@@ -83,9 +83,6 @@ pub struct StatusChange {
     pub code: Option<String>,
     pub reason: Option<String>,
     pub attempts: i16,
-    /// Also record a `submitted` event before this one (channels whose acceptance is the
-    /// delivery itself go from queued to delivered in one write).
-    pub via_submitted: bool,
     /// Remember (channel, provider id) → delivery, for receipts to come.
     pub expect_receipt: Option<String>,
     pub at: DateTime<Utc>,
@@ -520,6 +517,9 @@ impl Store {
         let tx = client.transaction().await?;
         let ids: Vec<i64> = changes.iter().map(|c| c.delivery_id).collect();
         let msgs: Vec<i64> = changes.iter().map(|c| c.message_pk).collect();
+        // A delivery's `created_at` is its id's time: with it the update touches one day
+        // partition instead of probing every partition's index.
+        let days: Vec<DateTime<Utc>> = ids.iter().map(|id| id_time(*id)).collect();
         let states: Vec<i16> = changes.iter().map(|c| c.state.as_i16()).collect();
         let masks: Vec<i32> = changes.iter().map(|c| mask(c.from)).collect();
         let pids: Vec<Option<&str>> = changes.iter().map(|c| c.provider_id.as_deref()).collect();
@@ -534,9 +534,11 @@ impl Store {
                         code = coalesce(u.code, d.code), reason = coalesce(u.reason, d.reason),
                         attempts = greatest(d.attempts, u.attempts), updated_at = u.at
                  FROM unnest($1::int8[], $2::int2[], $3::int4[], $4::text[], $5::text[],
-                             $6::text[], $7::int2[], $8::timestamptz[], $9::int8[])
-                      AS u(id, state, mask, pid, code, reason, attempts, at, msg)
-                 WHERE d.message_pk = u.msg AND d.id = u.id AND (u.mask >> d.state) & 1 = 1
+                             $6::text[], $7::int2[], $8::timestamptz[], $9::int8[],
+                             $10::timestamptz[])
+                      AS u(id, state, mask, pid, code, reason, attempts, at, msg, day)
+                 WHERE d.message_pk = u.msg AND d.id = u.id AND d.created_at = u.day
+                   AND (u.mask >> d.state) & 1 = 1
                  RETURNING d.id, d.message_pk",
             )
             .await?;
@@ -544,7 +546,7 @@ impl Store {
             .query(
                 &stmt,
                 &[
-                    &ids, &states, &masks, &pids, &codes, &reasons, &attempts, &ats, &msgs,
+                    &ids, &states, &masks, &pids, &codes, &reasons, &attempts, &ats, &msgs, &days,
                 ],
             )
             .await?;
@@ -568,15 +570,6 @@ impl Store {
             let Some(msg) = applied.get(&c.delivery_id) else {
                 continue;
             };
-            if c.via_submitted {
-                e_ids.push(c.delivery_id);
-                e_msgs.push(*msg);
-                e_states.push(DeliveryState::Submitted.as_i16());
-                e_pids.push(c.provider_id.as_deref());
-                e_codes.push(None);
-                e_reasons.push(None);
-                e_ats.push(c.at);
-            }
             e_ids.push(c.delivery_id);
             e_msgs.push(*msg);
             e_states.push(c.state.as_i16());
