@@ -314,7 +314,8 @@ pub async fn accepts(db: &Client, app_id: i32, prefix: &str) -> Result<Accepts> 
     })
 }
 
-/// Accept → submit latency percentiles, from the `submitted` events.
+/// Accept → submit latency percentiles: each delivery's first `submitted` or `delivered`
+/// event (the provider's answer) minus its message's acceptance.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct SubmitLatency {
     pub count: i64,
@@ -341,21 +342,29 @@ pub struct ChannelEvents {
 pub async fn channel_events(db: &Client, app_id: i32, prefix: &str) -> Result<Vec<ChannelEvents>> {
     let rows = db
         .query(
-            "SELECT d.channel_code,
-                    count(*) FILTER (WHERE e.state = 3),
-                    count(*) FILTER (WHERE e.state = 5),
-                    min(e.at) FILTER (WHERE e.state = 5),
-                    max(e.at) FILTER (WHERE e.state = 5),
+            // A delivery is submitted at its `submitted` event, or — where acceptance is the
+            // delivery (webhook, inbox, WeCom, Feishu, email) — at its `delivered` event.
+            "WITH ev AS (
+                 SELECT d.channel_code, m.created_at,
+                        min(e.at) FILTER (WHERE e.state IN (3, 5)) AS submitted_at,
+                        min(e.at) FILTER (WHERE e.state = 5) AS delivered_at
+                   FROM messages m
+                   JOIN delivery_events e ON e.message_pk = m.id
+                   JOIN deliveries d ON d.message_pk = e.message_pk AND d.id = e.delivery_id
+                  WHERE m.app_id = $1 AND starts_with(m.message_id, $2)
+                  GROUP BY d.channel_code, e.delivery_id, m.created_at)
+             SELECT channel_code,
+                    count(submitted_at),
+                    count(delivered_at),
+                    min(delivered_at),
+                    max(delivered_at),
                     percentile_cont(ARRAY[0.5, 0.9, 0.99]::float8[]) WITHIN GROUP
-                        (ORDER BY extract(epoch FROM e.at - m.created_at)::float8)
-                        FILTER (WHERE e.state = 3),
-                    max(extract(epoch FROM e.at - m.created_at)::float8) FILTER (WHERE e.state = 3),
-                    GROUPING(d.channel_code)
-               FROM messages m
-               JOIN delivery_events e ON e.message_pk = m.id
-               JOIN deliveries d ON d.message_pk = e.message_pk AND d.id = e.delivery_id
-              WHERE m.app_id = $1 AND starts_with(m.message_id, $2)
-              GROUP BY GROUPING SETS ((d.channel_code), ())
+                        (ORDER BY extract(epoch FROM submitted_at - created_at)::float8)
+                        FILTER (WHERE submitted_at IS NOT NULL),
+                    max(extract(epoch FROM submitted_at - created_at)::float8),
+                    GROUPING(channel_code)
+               FROM ev
+              GROUP BY GROUPING SETS ((channel_code), ())
               ORDER BY 8 DESC, 1",
             &[&app_id, &prefix],
         )
