@@ -31,7 +31,7 @@ pub struct Settings {
 
 pub struct Webhook {
     client: reqwest::Client,
-    key: Vec<u8>,
+    key: std::sync::Arc<[u8]>,
 }
 
 /// The HMAC key of a `whsec_…` secret.
@@ -68,7 +68,7 @@ impl Webhook {
         let s: Settings = parse_settings(&config.settings)?;
         Ok(Self {
             client: http_client(config.pool_size, Duration::from_millis(s.timeout_ms))?,
-            key: secret_key(&s.secret)?,
+            key: secret_key(&s.secret)?.into(),
         })
     }
 }
@@ -84,67 +84,72 @@ fn retry_after(resp: &reqwest::Response) -> Option<Duration> {
         .map(Duration::from_secs)
 }
 
+fn classify_status(resp: &reqwest::Response) -> Attempt {
+    let status = resp.status();
+    let code = status.as_u16().to_string();
+    if status.is_success() {
+        Attempt::delivered(None)
+    } else if matches!(status.as_u16(), 429 | 502 | 504) {
+        Attempt::Failed(ProviderError::rate_limited(
+            code,
+            format!("receiver answered {status}"),
+            retry_after(resp),
+        ))
+    } else if status.is_server_error() {
+        Attempt::Failed(ProviderError::retryable(
+            code,
+            format!("receiver answered {status}"),
+        ))
+    } else {
+        Attempt::Failed(ProviderError::permanent(
+            code,
+            format!("receiver answered {status}"),
+        ))
+    }
+}
+
 impl Provider for Webhook {
     fn send(&self, batch: Batch) -> LocalBoxFuture<'static, Vec<(i64, Attempt)>> {
         let client = self.client.clone();
         let key = self.key.clone();
-        Box::pin(async move {
-            let mut out = Vec::with_capacity(batch.targets.len());
-            for t in &batch.targets {
+        // The parts shared by every recipient are serialized once per call.
+        let message = format_message_id(batch.message_pk);
+        let body = batch
+            .content
+            .get("body")
+            .map_or_else(|| "null".to_owned(), |b| b.to_string());
+        let targets = batch.targets.clone();
+        let work = async move {
+            let mut out = Vec::with_capacity(targets.len());
+            for t in targets {
                 let now = chrono::Utc::now();
-                let event = serde_json::json!({
-                    "type": "message",
-                    "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                    "data": {
-                        "id": format_message_id(batch.message_pk),
-                        "delivery_id": t.delivery_id.to_string(),
-                        "user_id": t.user_id,
-                        "body": batch.content.get("body").cloned().unwrap_or(serde_json::Value::Null),
-                    }
-                });
-                let body = event.to_string();
+                let user = serde_json::to_string(&t.user_id).unwrap_or_else(|_| "null".into());
+                let event = format!(
+                    r#"{{"type":"message","timestamp":"{}","data":{{"id":"{message}","delivery_id":"{}","user_id":{user},"body":{body}}}}}"#,
+                    now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    t.delivery_id,
+                );
                 let id = format!("dlv_{}", t.delivery_id);
                 let ts = now.timestamp();
-                let signature = sign(&key, &id, ts, body.as_bytes());
+                let signature = sign(&key, &id, ts, event.as_bytes());
                 let result = client
                     .post(&t.address)
                     .header("content-type", "application/json")
                     .header("webhook-id", &id)
                     .header("webhook-timestamp", ts.to_string())
                     .header("webhook-signature", signature)
-                    .body(body)
+                    .body(event)
                     .send()
                     .await;
                 let attempt = match result {
                     Err(e) => Attempt::Failed(ProviderError::transport(&e)),
-                    Ok(resp) => {
-                        let status = resp.status();
-                        let code = status.as_u16().to_string();
-                        if status.is_success() {
-                            Attempt::delivered(None)
-                        } else if matches!(status.as_u16(), 429 | 502 | 504) {
-                            Attempt::Failed(ProviderError::rate_limited(
-                                code,
-                                format!("receiver answered {status}"),
-                                retry_after(&resp),
-                            ))
-                        } else if status.is_server_error() {
-                            Attempt::Failed(ProviderError::retryable(
-                                code,
-                                format!("receiver answered {status}"),
-                            ))
-                        } else {
-                            Attempt::Failed(ProviderError::permanent(
-                                code,
-                                format!("receiver answered {status}"),
-                            ))
-                        }
-                    }
+                    Ok(resp) => classify_status(&resp),
                 };
                 out.push((t.delivery_id, attempt));
             }
             out
-        })
+        };
+        Box::pin(work)
     }
 }
 
