@@ -239,7 +239,10 @@ async fn write(
     let mut channel_of: HashMap<i64, String> = HashMap::new();
     let mut all: Vec<StatusChange> = Vec::with_capacity(changes.len() + due.len());
     for (ch, c) in changes {
-        channel_of.insert(c.delivery_id, ch.to_string());
+        // Only a provider id to remember needs the channel.
+        if c.expect_receipt.is_some() {
+            channel_of.insert(c.delivery_id, ch.to_string());
+        }
         all.push(c.clone());
     }
 
