@@ -18,7 +18,8 @@ use serde_json::{json, Value};
 use super::poll::{provider_id, Answers, Poller, Query};
 use super::token::{with_token, Fetch, TokenCache};
 use super::{
-    call, content_text, default_timeout_ms, http_client, parse_settings, Answer, ProviderDeps,
+    call, check_errcode, content_text, default_timeout_ms, http_client, parse_settings,
+    token_answer, Answer, ProviderDeps,
 };
 use crate::channel::sender::SenderConfig;
 use crate::channel::{all, Attempt, Batch, ErrorClass, Provider, ProviderError};
@@ -61,22 +62,7 @@ pub fn classify(code: i64, msg: &str) -> ProviderError {
 }
 
 fn check(a: &Answer) -> Result<(), ProviderError> {
-    if a.status.is_server_error() {
-        return Err(ProviderError::retryable(
-            a.status.as_u16().to_string(),
-            "server error",
-        ));
-    }
-    if !a.status.is_success() {
-        return Err(ProviderError::permanent(
-            a.status.as_u16().to_string(),
-            "unexpected HTTP status",
-        ));
-    }
-    match a.errcode() {
-        0 => Ok(()),
-        code => Err(classify(code, &a.errmsg())),
-    }
+    check_errcode(a, classify)
 }
 
 pub struct Dingtalk {
@@ -102,24 +88,7 @@ impl Dingtalk {
                     .query(&[("appkey", key.as_str()), ("appsecret", secret.as_str())]);
                 Box::pin(async move {
                     let a = call(req).await?;
-                    check(&a).map_err(|mut e| {
-                        if e.class == ErrorClass::Auth {
-                            e.class = ErrorClass::Permanent;
-                        }
-                        e
-                    })?;
-                    let token = a.body["access_token"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned();
-                    if token.is_empty() {
-                        return Err(ProviderError::retryable(
-                            "no_token",
-                            "gettoken answered no token",
-                        ));
-                    }
-                    let ttl = a.body["expires_in"].as_u64().unwrap_or(7200);
-                    Ok((token, Duration::from_secs(ttl)))
+                    token_answer(&a, check(&a), "access_token", "expires_in")
                 })
             })
         };

@@ -16,7 +16,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::token::{with_token, Fetch, TokenCache};
-use super::{call, content_text, default_timeout_ms, http_client, parse_settings, Answer};
+use super::{
+    call, content_text, default_timeout_ms, http_client, parse_settings, token_answer, Answer,
+};
 use crate::channel::sender::SenderConfig;
 use crate::channel::{all, Attempt, Batch, ErrorClass, Provider, ProviderError};
 
@@ -89,25 +91,12 @@ impl Feishu {
                     .json(&body);
                 Box::pin(async move {
                     let a = call(req).await?;
-                    if !a.status.is_success() || a.errcode() != 0 {
-                        let mut e = classify(&a);
-                        if e.class == ErrorClass::Auth {
-                            e.class = ErrorClass::Permanent;
-                        }
-                        return Err(e);
-                    }
-                    let token = a.body["tenant_access_token"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned();
-                    if token.is_empty() {
-                        return Err(ProviderError::retryable(
-                            "no_token",
-                            "no tenant_access_token",
-                        ));
-                    }
-                    let ttl = a.body["expire"].as_u64().unwrap_or(7200);
-                    Ok((token, Duration::from_secs(ttl)))
+                    let checked = if a.status.is_success() && a.errcode() == 0 {
+                        Ok(())
+                    } else {
+                        Err(classify(&a))
+                    };
+                    token_answer(&a, checked, "tenant_access_token", "expire")
                 })
             })
         };

@@ -222,3 +222,51 @@ pub fn content_text(content: &Value) -> Option<String> {
         .and_then(Value::as_str)
         .map(str::to_owned)
 }
+
+/// Checks an answer of the providers that report business errors as HTTP 200 with a
+/// nonzero `errcode` (DingTalk, WeCom, WeChat): 5xx is retryable, other non-2xx
+/// permanent, and a nonzero `errcode` is classified by the provider's `classify`.
+pub fn check_errcode(
+    a: &Answer,
+    classify: impl Fn(i64, &str) -> crate::channel::ProviderError,
+) -> Result<(), crate::channel::ProviderError> {
+    use crate::channel::ProviderError;
+    let status = a.status.as_u16().to_string();
+    if a.status.is_server_error() {
+        return Err(ProviderError::retryable(status, "server error"));
+    }
+    if !a.status.is_success() {
+        return Err(ProviderError::permanent(status, "unexpected HTTP status"));
+    }
+    match a.errcode() {
+        0 => Ok(()),
+        code => Err(classify(code, &a.errmsg())),
+    }
+}
+
+/// Reads a token endpoint's answer: `checked` is the provider's verdict on it, `token` and
+/// `ttl` the fields holding the token and its lifetime in seconds. A refused credential at
+/// the token endpoint is configuration, not something another refresh fixes: permanent.
+pub fn token_answer(
+    a: &Answer,
+    checked: Result<(), crate::channel::ProviderError>,
+    token: &str,
+    ttl: &str,
+) -> Result<(String, Duration), crate::channel::ProviderError> {
+    use crate::channel::{ErrorClass, ProviderError};
+    checked.map_err(|mut e| {
+        if e.class == ErrorClass::Auth {
+            e.class = ErrorClass::Permanent;
+        }
+        e
+    })?;
+    let value = a.body[token].as_str().unwrap_or_default().to_owned();
+    if value.is_empty() {
+        return Err(ProviderError::retryable(
+            "no_token",
+            format!("the token endpoint answered no `{token}`"),
+        ));
+    }
+    let ttl = a.body[ttl].as_u64().unwrap_or(7200);
+    Ok((value, Duration::from_secs(ttl)))
+}

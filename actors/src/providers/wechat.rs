@@ -14,7 +14,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::token::{with_token, Fetch, TokenCache};
-use super::{call, default_timeout_ms, http_client, parse_settings, Answer};
+use super::{
+    call, check_errcode, default_timeout_ms, http_client, parse_settings, token_answer, Answer,
+};
 use crate::channel::sender::SenderConfig;
 use crate::channel::{all, Attempt, Batch, ErrorClass, Provider, ProviderError};
 
@@ -59,22 +61,7 @@ pub fn classify(code: i64, msg: &str, quota_pause: Duration) -> ProviderError {
 }
 
 fn check(a: &Answer, quota_pause: Duration) -> Result<(), ProviderError> {
-    if a.status.is_server_error() {
-        return Err(ProviderError::retryable(
-            a.status.as_u16().to_string(),
-            "server error",
-        ));
-    }
-    if !a.status.is_success() {
-        return Err(ProviderError::permanent(
-            a.status.as_u16().to_string(),
-            "unexpected HTTP status",
-        ));
-    }
-    match a.errcode() {
-        0 => Ok(()),
-        code => Err(classify(code, &a.errmsg(), quota_pause)),
-    }
+    check_errcode(a, |code, msg| classify(code, msg, quota_pause))
 }
 
 pub struct Wechat {
@@ -109,21 +96,8 @@ impl Wechat {
                 };
                 Box::pin(async move {
                     let a = call(req).await?;
-                    check(&a, Duration::ZERO).map_err(|mut e| {
-                        if e.class == ErrorClass::Auth {
-                            e.class = ErrorClass::Permanent;
-                        }
-                        e
-                    })?;
-                    let token = a.body["access_token"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_owned();
-                    if token.is_empty() {
-                        return Err(ProviderError::retryable("no_token", "no access_token"));
-                    }
-                    let ttl = a.body["expires_in"].as_u64().unwrap_or(7200);
-                    Ok((token, Duration::from_secs(ttl)))
+                    let checked = check(&a, Duration::ZERO);
+                    token_answer(&a, checked, "access_token", "expires_in")
                 })
             })
         };
