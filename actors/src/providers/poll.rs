@@ -90,7 +90,7 @@ async fn resume(channel: &str, deps: &ProviderDeps, tasks: &Weak<RefCell<HashMap
     let Some(tasks) = tasks.upgrade() else { return };
     let mut map = tasks.borrow_mut();
     let n = waiting.len();
-    for (_, pid, _) in waiting {
+    for pid in waiting {
         if let Some((task, rid)) = pid.split_once(':') {
             map.entry(task.to_owned())
                 .or_insert_with(|| Task {

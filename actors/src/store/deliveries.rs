@@ -642,18 +642,18 @@ impl Store {
             .collect())
     }
 
-    /// Deliveries submitted on a channel that still wait for a receipt (pull-based
-    /// providers resume polling them after a restart).
+    /// Provider ids of deliveries submitted on a channel that still wait for a receipt
+    /// (pull-based providers resume polling them after a restart).
     pub async fn awaiting_receipts(
         &self,
         channel_code: &str,
         since: DateTime<Utc>,
         limit: i64,
-    ) -> Result<Vec<(i64, String, String)>, StoreError> {
+    ) -> Result<Vec<String>, StoreError> {
         let client = self.client().await?;
         let rows = client
             .query(
-                "SELECT d.id, d.provider_id, d.address FROM deliveries d
+                "SELECT d.provider_id FROM deliveries d
                  WHERE d.channel_code = $1 AND d.created_at >= $2 AND d.state = $3
                    AND d.provider_id IS NOT NULL
                  LIMIT $4",
@@ -665,16 +665,7 @@ impl Store {
                 ],
             )
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| {
-                (
-                    r.get(0),
-                    r.get(1),
-                    r.get::<_, Option<String>>(2).unwrap_or_default(),
-                )
-            })
-            .collect())
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
     }
 
     /// The deliveries of a message (after `cursor`, at most `limit`) with their events.
