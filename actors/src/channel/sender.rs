@@ -27,7 +27,7 @@ use chrono::Utc;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::Value;
-use tokio::sync::{oneshot, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 
 use super::queues::{Entry, PriorityQueues};
 use super::{Attempt, Batch, ErrorClass, Provider, RetryPolicy, Target};
@@ -44,6 +44,13 @@ const SLOW_FOR: Duration = Duration::from_secs(30);
 /// Extra room for high-priority work beyond `backlog`, so it never waits behind a full
 /// in-memory backlog of lower-priority deliveries.
 const HIGH_HEADROOM: usize = 256;
+/// Outcomes handed to the status writer and not yet acknowledged beyond which no new
+/// call starts: the writer holds its answer while it is far behind.
+const UNACKED_MAX: usize = 8192;
+/// Outcomes gathered before they are handed over without waiting for `FLUSH_EVERY`.
+const FLUSH_AT: usize = 512;
+/// Longest an outcome waits in the sender before it is handed to the status writer.
+const FLUSH_EVERY: Duration = Duration::from_millis(1);
 
 /// A sender's settings (from the channel's row).
 #[derive(Debug, Clone)]
@@ -115,10 +122,36 @@ struct Meters {
     rate_wait: metrics::Histogram,
     request_duration: metrics::Histogram,
     accept_to_submit: metrics::Histogram,
+    /// `delivered`, `submitted`, then one per error class (see `outcome_slot`).
+    outcomes: [metrics::Counter; 6],
+    /// Per error class that is retried (all but permanent, in `class_slot` order).
+    retries: [metrics::Counter; 3],
+}
+
+const ERROR_CLASSES: [ErrorClass; 4] = [
+    ErrorClass::Retryable,
+    ErrorClass::RateLimited,
+    ErrorClass::Auth,
+    ErrorClass::Permanent,
+];
+
+fn class_slot(class: ErrorClass) -> usize {
+    match class {
+        ErrorClass::Retryable => 0,
+        ErrorClass::RateLimited => 1,
+        ErrorClass::Auth => 2,
+        ErrorClass::Permanent => 3,
+    }
 }
 
 impl Meters {
     fn new(code: &str, ty: ChannelType) -> Self {
+        let outcome = |outcome: &'static str| {
+            metrics::counter!(m::DELIVERY_OUTCOMES_TOTAL,
+                "channel" => code.to_owned(), "type" => ty.as_str(), "outcome" => outcome)
+        };
+        let [retryable, rate_limited, auth, permanent] =
+            ERROR_CLASSES.map(|class| outcome(class.as_str()));
         let depth = |p: Priority| metrics::gauge!(m::CHANNEL_QUEUE_DEPTH, "channel" => code.to_owned(), "priority" => p.as_str());
         Self {
             queue_depth: [
@@ -131,6 +164,23 @@ impl Meters {
             request_duration: metrics::histogram!(m::PROVIDER_REQUEST_DURATION_SECONDS,
                 "channel" => code.to_owned(), "type" => ty.as_str()),
             accept_to_submit: metrics::histogram!(m::ACCEPT_TO_SUBMIT_SECONDS, "channel" => code.to_owned()),
+            outcomes: [
+                outcome("delivered"),
+                outcome("submitted"),
+                retryable,
+                rate_limited,
+                auth,
+                permanent,
+            ],
+            retries: [
+                ErrorClass::Retryable,
+                ErrorClass::RateLimited,
+                ErrorClass::Auth,
+            ]
+            .map(|class| {
+                metrics::counter!(m::DELIVERY_RETRIES_TOTAL,
+                    "channel" => code.to_owned(), "class" => class.as_str())
+            }),
         }
     }
 }
@@ -156,6 +206,13 @@ fn limiter(rate: Option<f64>, burst: Option<u32>) -> Option<Limiter> {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Stop(pub oneshot::Sender<()>);
+
+/// A provider call has finished.
+struct CallDone {
+    entries: Vec<Entry>,
+    results: Vec<(i64, Attempt)>,
+    elapsed: Duration,
+}
 
 /// New work may be queued in the database.
 #[derive(Message)]
@@ -206,6 +263,14 @@ pub struct ChannelSender {
     rate_wait_since: Option<Instant>,
     stopping: Option<Vec<oneshot::Sender<()>>>,
     meters: Meters,
+    /// Finished calls report here; the receiving end is the actor's completion stream.
+    done_tx: mpsc::UnboundedSender<CallDone>,
+    done_rx: Option<mpsc::UnboundedReceiver<CallDone>>,
+    /// Outcomes not yet handed to the status writer.
+    pending: Vec<StatusChange>,
+    flush_at: Option<SpawnHandle>,
+    /// Outcomes handed to the status writer, not yet acknowledged.
+    unacked: usize,
 }
 
 impl ChannelSender {
@@ -219,7 +284,13 @@ impl ChannelSender {
         let limiter = limiter(config.rate_per_second, config.burst);
         let aging = config.aging;
         let meters = Meters::new(&config.code, config.channel_type);
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
         Self {
+            done_tx,
+            done_rx: Some(done_rx),
+            pending: Vec::new(),
+            flush_at: None,
+            unacked: 0,
             meters,
             config,
             store,
@@ -425,6 +496,11 @@ impl ChannelSender {
             .filter(|(_, w)| w.held == 0 && !w.finishing && w.drained_at == Some(w.row.pages))
             .map(|(pk, w)| (*pk, w.row.pages))
             .collect();
+        if !done.is_empty() && !self.pending.is_empty() {
+            // The writer removes the row only after the outcomes it received before the
+            // request: hand them over first.
+            self.flush_changes(ctx);
+        }
         for (pk, pages) in done {
             if let Some(w) = self.works.get_mut(&pk) {
                 w.finishing = true;
@@ -509,7 +585,10 @@ impl ChannelSender {
             }
         }
         let max_batch = provider.max_batch().max(1);
-        while self.in_flight < self.config.pool_size && self.stopping.is_none() {
+        while self.in_flight < self.config.pool_size
+            && self.stopping.is_none()
+            && self.unacked < UNACKED_MAX
+        {
             let cap = self
                 .limiter
                 .as_ref()
@@ -539,7 +618,7 @@ impl ChannelSender {
                     .record(now.duration_since(since).as_secs_f64());
             }
             let entries = self.queues.take_batch(now, n);
-            self.dispatch(ctx, &provider, entries);
+            self.dispatch(&provider, entries);
         }
         self.gauges();
         if self.more_in_db && self.held() < self.config.backlog / 2 {
@@ -562,12 +641,7 @@ impl ChannelSender {
         self.pump_at = Some((at, handle));
     }
 
-    fn dispatch(
-        &mut self,
-        ctx: &mut Context<Self>,
-        provider: &Rc<dyn Provider>,
-        entries: Vec<Entry>,
-    ) {
+    fn dispatch(&mut self, provider: &Rc<dyn Provider>, entries: Vec<Entry>) {
         let Some(first) = entries.first() else {
             return;
         };
@@ -608,32 +682,54 @@ impl ChannelSender {
         } else {
             provider.send(batch)
         };
-        ctx.spawn(fut.into_actor(self).then(move |results, act, _| {
-            let elapsed = started.elapsed();
-            act.meters.request_duration.record(elapsed.as_secs_f64());
-            let changes = act.settle(entries, results);
-            let receipts = act.receipts.clone();
-            let record = Record {
-                channel: act.config.code.clone(),
-                changes,
-            };
-            async move {
-                let _ = receipts.send(record).await;
-            }
-            .into_actor(act)
-            .map(|_, act, ctx| {
-                act.in_flight -= 1;
-                act.after_flight(ctx);
-            })
+        // The call runs as its own task on this arbiter and reports through the sender's
+        // completion stream, so a completion wakes the actor once instead of every call
+        // in flight being polled again.
+        let done = self.done_tx.clone();
+        actix::spawn(async move {
+            let results = fut.await;
+            let _ = done.send(CallDone {
+                entries,
+                results,
+                elapsed: started.elapsed(),
+            });
+        });
+    }
+
+    /// Hands the outcomes gathered since the last hand-over to the status writer, as one
+    /// message. The writer answers at once unless it is far behind; until it answers,
+    /// the changes count against `UNACKED_MAX` and hold further calls back.
+    fn flush_changes(&mut self, ctx: &mut Context<Self>) {
+        if let Some(handle) = self.flush_at.take() {
+            ctx.cancel_future(handle);
+        }
+        if self.pending.is_empty() {
+            return;
+        }
+        let changes = std::mem::take(&mut self.pending);
+        let n = changes.len();
+        self.unacked += n;
+        let record = self.receipts.send(Record {
+            channel: self.config.code.clone(),
+            changes,
+        });
+        ctx.spawn(record.into_actor(self).map(move |_, act, ctx| {
+            act.unacked -= n;
+            act.after_flight(ctx);
         }));
     }
 
     fn after_flight(&mut self, ctx: &mut Context<Self>) {
         self.finish_drained(ctx);
-        if self.in_flight == 0 {
-            if let Some(waiters) = self.stopping.take() {
-                for w in waiters {
-                    let _ = w.send(());
+        if self.in_flight == 0 && self.stopping.is_some() {
+            if !self.pending.is_empty() {
+                self.flush_changes(ctx);
+            }
+            if self.unacked == 0 {
+                if let Some(waiters) = self.stopping.take() {
+                    for w in waiters {
+                        let _ = w.send(());
+                    }
                 }
                 ctx.stop();
                 return;
@@ -646,17 +742,33 @@ impl ChannelSender {
     fn settle(&mut self, entries: Vec<Entry>, results: Vec<(i64, Attempt)>) -> Vec<StatusChange> {
         let now = Instant::now();
         let at = Utc::now();
-        let code = self.config.code.to_string();
-        let ty = self.config.channel_type.as_str();
         self.in_flight_targets -= entries.len();
-        let mut by_id: HashMap<i64, Attempt> = results.into_iter().collect();
+        // Providers answer in the order of the batch's targets; anything else is matched
+        // by id.
+        let in_order = results.len() == entries.len()
+            && results
+                .iter()
+                .zip(&entries)
+                .all(|(r, e)| r.0 == e.delivery.delivery_id);
+        let mut ordered = Vec::with_capacity(entries.len());
+        if in_order {
+            ordered.extend(results.into_iter().map(|(_, a)| Some(a)));
+        } else {
+            let mut by_id: HashMap<i64, Attempt> = results.into_iter().collect();
+            ordered.extend(
+                entries
+                    .iter()
+                    .map(|e| by_id.remove(&e.delivery.delivery_id)),
+            );
+        }
         let mut changes = Vec::with_capacity(entries.len());
-        let mut counts: HashMap<&'static str, u64> = HashMap::new();
+        let mut counts = [0u64; 6];
+        let mut retried = [0u64; 3];
         let mut throttled: Option<Duration> = None;
-        for mut e in entries {
+        for (mut e, attempt) in entries.into_iter().zip(ordered) {
             let message_pk = e.delivery.message_pk;
             let d = &e.delivery;
-            let attempt = by_id.remove(&d.delivery_id).unwrap_or_else(|| {
+            let attempt = attempt.unwrap_or_else(|| {
                 Attempt::Failed(super::ProviderError::retryable(
                     "no_result",
                     "the provider client gave no result for this recipient",
@@ -670,9 +782,7 @@ impl ChannelSender {
                     delivered,
                     receipts,
                 } => {
-                    *counts
-                        .entry(if delivered { "delivered" } else { "submitted" })
-                        .or_default() += 1;
+                    counts[if delivered { 0 } else { 1 }] += 1;
                     let lag = at - id_time(d.message_pk);
                     self.meters
                         .accept_to_submit
@@ -695,14 +805,13 @@ impl ChannelSender {
                     });
                 }
                 Attempt::Failed(err) => {
-                    *counts.entry(err.class.as_str()).or_default() += 1;
+                    counts[2 + class_slot(err.class)] += 1;
                     let final_failure = match err.class {
                         ErrorClass::Permanent => true,
                         ErrorClass::RateLimited => {
                             let wait = err.retry_after.unwrap_or(Duration::from_secs(1));
                             throttled = Some(throttled.map_or(wait, |t| t.max(wait)));
-                            metrics::counter!(m::DELIVERY_RETRIES_TOTAL, "channel" => code.clone(), "class" => "rate_limited")
-                                .increment(1);
+                            retried[1] += 1;
                             // Throttling is not the delivery's fault: no attempt is used.
                             self.queues.push_front(e);
                             continue;
@@ -711,6 +820,7 @@ impl ChannelSender {
                             attempts >= self.config.retry.max_attempts
                         }
                     };
+                    let reason = Some(format!("{}: {}", err.class.as_str(), err.reason));
                     if final_failure {
                         changes.push(StatusChange {
                             delivery_id: d.delivery_id,
@@ -719,14 +829,15 @@ impl ChannelSender {
                             from: &[DeliveryState::Queued],
                             provider_id: None,
                             code: Some(err.code),
-                            reason: Some(format!("{}: {}", err.class.as_str(), err.reason)),
+                            reason,
                             attempts,
                             expect_receipt: None,
                             at,
                         });
                     } else {
-                        metrics::counter!(m::DELIVERY_RETRIES_TOTAL, "channel" => code.clone(), "class" => err.class.as_str())
-                            .increment(1);
+                        if let Some(n) = retried.get_mut(class_slot(err.class)) {
+                            *n += 1;
+                        }
                         changes.push(StatusChange {
                             delivery_id: d.delivery_id,
                             message_pk,
@@ -734,7 +845,7 @@ impl ChannelSender {
                             from: &[DeliveryState::Queued],
                             provider_id: None,
                             code: Some(err.code),
-                            reason: Some(format!("{}: {}", err.class.as_str(), err.reason)),
+                            reason,
                             attempts,
                             expect_receipt: None,
                             at,
@@ -752,10 +863,15 @@ impl ChannelSender {
                 self.release(message_pk);
             }
         }
-        for (outcome, n) in counts {
-            metrics::counter!(m::DELIVERY_OUTCOMES_TOTAL,
-                "channel" => code.clone(), "type" => ty, "outcome" => outcome)
-            .increment(n);
+        for (counter, n) in self.meters.outcomes.iter().zip(counts) {
+            if n > 0 {
+                counter.increment(n);
+            }
+        }
+        for (counter, n) in self.meters.retries.iter().zip(retried) {
+            if n > 0 {
+                counter.increment(n);
+            }
         }
         if let Some(wait) = throttled {
             self.throttle(wait);
@@ -786,6 +902,9 @@ impl Actor for ChannelSender {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(64);
+        if let Some(mut rx) = self.done_rx.take() {
+            ctx.add_stream(futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx)));
+        }
         if let Some(factory) = self.factory.take() {
             match factory(&self.config) {
                 Ok(p) => self.provider = Some(p),
@@ -826,6 +945,29 @@ impl Actor for ChannelSender {
     }
 }
 
+impl StreamHandler<CallDone> for ChannelSender {
+    fn handle(&mut self, done: CallDone, ctx: &mut Self::Context) {
+        self.in_flight -= 1;
+        self.meters
+            .request_duration
+            .record(done.elapsed.as_secs_f64());
+        let changes = self.settle(done.entries, done.results);
+        self.pending.extend(changes);
+        if self.pending.len() >= FLUSH_AT || self.stopping.is_some() {
+            self.flush_changes(ctx);
+        } else if self.flush_at.is_none() && !self.pending.is_empty() {
+            self.flush_at = Some(ctx.run_later(FLUSH_EVERY, |act, ctx| {
+                act.flush_at = None;
+                act.flush_changes(ctx);
+            }));
+        }
+        self.after_flight(ctx);
+    }
+
+    /// The stream ends only with the actor (it keeps a sending end itself).
+    fn finished(&mut self, _: &mut Self::Context) {}
+}
+
 impl Handler<Woken> for ChannelSender {
     type Result = ();
 
@@ -840,12 +982,8 @@ impl Handler<Stop> for ChannelSender {
     type Result = ();
 
     fn handle(&mut self, msg: Stop, ctx: &mut Self::Context) {
-        if self.in_flight == 0 {
-            let _ = msg.0.send(());
-            ctx.stop();
-            return;
-        }
         self.stopping.get_or_insert_with(Vec::new).push(msg.0);
+        self.after_flight(ctx);
     }
 }
 

@@ -7,6 +7,9 @@
 //! Any 2xx is the delivery. 429, 502 and 504 throttle the channel (honouring
 //! `Retry-After`); 410 and other 4xx fail it; other 5xx and transport errors are retried.
 
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -32,7 +35,19 @@ pub struct Settings {
 pub struct Webhook {
     client: reqwest::Client,
     key: std::sync::Arc<[u8]>,
+    /// The last few messages' serialized parts (message id, body): a message goes out to
+    /// its recipients one call each, mostly one message after another.
+    recent: RefCell<VecDeque<(i64, Rc<Shared>)>>,
 }
+
+/// What every recipient's event of one message has in common, serialized.
+struct Shared {
+    message: String,
+    body: String,
+}
+
+/// Messages whose serialized parts are kept.
+const RECENT: usize = 16;
 
 /// The HMAC key of a `whsec_…` secret.
 pub fn secret_key(secret: &str) -> Result<Vec<u8>, String> {
@@ -69,6 +84,7 @@ impl Webhook {
         Ok(Self {
             client: http_client(config.pool_size, Duration::from_millis(s.timeout_ms))?,
             key: secret_key(&s.secret)?.into(),
+            recent: RefCell::new(VecDeque::with_capacity(RECENT)),
         })
     }
 }
@@ -108,18 +124,36 @@ fn classify_status(resp: &reqwest::Response) -> Attempt {
     }
 }
 
+impl Webhook {
+    /// The parts of a message's events shared by all its recipients, serialized once.
+    fn shared(&self, batch: &Batch) -> Rc<Shared> {
+        let mut recent = self.recent.borrow_mut();
+        if let Some((_, s)) = recent.iter().find(|(pk, _)| *pk == batch.message_pk) {
+            return s.clone();
+        }
+        let shared = Rc::new(Shared {
+            message: format_message_id(batch.message_pk),
+            body: batch
+                .content
+                .get("body")
+                .map_or_else(|| "null".to_owned(), |b| b.to_string()),
+        });
+        if recent.len() == RECENT {
+            recent.pop_front();
+        }
+        recent.push_back((batch.message_pk, shared.clone()));
+        shared
+    }
+}
+
 impl Provider for Webhook {
     fn send(&self, batch: Batch) -> LocalBoxFuture<'static, Vec<(i64, Attempt)>> {
         let client = self.client.clone();
         let key = self.key.clone();
-        // The parts shared by every recipient are serialized once per call.
-        let message = format_message_id(batch.message_pk);
-        let body = batch
-            .content
-            .get("body")
-            .map_or_else(|| "null".to_owned(), |b| b.to_string());
-        let targets = batch.targets.clone();
+        let shared = self.shared(&batch);
+        let targets = batch.targets;
         let work = async move {
+            let Shared { message, body } = &*shared;
             let mut out = Vec::with_capacity(targets.len());
             for t in targets {
                 let now = chrono::Utc::now();
