@@ -6,6 +6,13 @@
 //! apart — as conditional updates, so a receipt never moves a delivery backwards and a
 //! race between two writers settles in the database.
 //!
+//! Writes go through `LANES` lanes with one transaction in flight each, so PostgreSQL
+//! works on two batches at once. A delivery always goes through the same lane (by its
+//! message), so its changes are applied in the order they came. Receipts named by a provider
+//! id are matched and applied in lane 0: a receipt can only match once the change that
+//! recorded its provider id is committed, and after that no sender change for the same
+//! delivery follows.
+//!
 //! A receipt can overtake the write that records its provider id (a fast provider answers
 //! before the outcome batch is flushed), so an unmatched receipt is tried again for a grace
 //! period; after that it is counted and logged once — never an error loop. Memory is
@@ -26,6 +33,8 @@ use crate::store::Store;
 
 /// Most changes written in one transaction.
 const MAX_BATCH: usize = 5000;
+/// Transactions in flight at once, each for its own share of the deliveries.
+const LANES: usize = 2;
 /// Above this many pending changes, senders wait for a flush before going on.
 const HIGH_WATER: usize = 20_000;
 /// How long an unmatched receipt is tried again before it is counted as unmatched, by
@@ -92,21 +101,34 @@ struct Held {
 
 struct PendingFinish {
     finish: Finish,
-    /// Changes received before it: it runs once that many are written.
-    after: u64,
+    /// Changes each lane had received before it: it runs once that many are written.
+    after: [u64; LANES],
     reply: oneshot::Sender<bool>,
+}
+
+/// One write lane: its pending changes and receipts, one transaction at a time.
+#[derive(Default)]
+struct Lane {
+    changes: Vec<(Arc<str>, StatusChange)>,
+    receipts: Vec<Held>,
+    /// Changes received and written so far (FIFO, so a count orders them).
+    received: u64,
+    written: u64,
+    flushing: bool,
+}
+
+/// A message's deliveries share a lane: their rows sit together, so two transactions
+/// rarely touch the same pages.
+fn lane_of(message_pk: i64) -> usize {
+    // Fibonacci hashing: ids are time-ordered, their low bits say little.
+    ((message_pk as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % LANES
 }
 
 pub struct Receipts {
     store: Store,
     grace: Duration,
-    changes: Vec<(Arc<str>, StatusChange)>,
-    /// Changes received and written so far (FIFO, so a count orders them).
-    received: u64,
-    written: u64,
+    lanes: [Lane; LANES],
     finishes: Vec<PendingFinish>,
-    receipts: Vec<Held>,
-    flushing: bool,
     waiters: Vec<oneshot::Sender<()>>,
 }
 
@@ -127,42 +149,70 @@ impl Receipts {
         Self {
             store,
             grace,
-            changes: Vec::new(),
-            received: 0,
-            written: 0,
+            lanes: Default::default(),
             finishes: Vec::new(),
-            receipts: Vec::new(),
-            flushing: false,
             waiters: Vec::new(),
         }
     }
 
     fn pending(&self) -> usize {
-        self.changes.len() + self.receipts.len()
+        self.lanes
+            .iter()
+            .map(|l| l.changes.len() + l.receipts.len())
+            .sum()
+    }
+
+    fn pending_changes(&self) -> usize {
+        self.lanes.iter().map(|l| l.changes.len()).sum()
+    }
+
+    fn idle(&self) -> bool {
+        self.lanes
+            .iter()
+            .all(|l| l.changes.is_empty() && !l.flushing)
     }
 
     fn flush(&mut self, ctx: &mut Context<Self>) {
-        if self.flushing {
+        for lane in 0..LANES {
+            self.flush_lane(lane, ctx);
+        }
+        if self.pending_changes() < HIGH_WATER {
+            self.release_waiters();
+        }
+    }
+
+    fn flush_lane(&mut self, li: usize, ctx: &mut Context<Self>) {
+        let written: [u64; LANES] = std::array::from_fn(|i| self.lanes[i].written);
+        let lane = &mut self.lanes[li];
+        if lane.flushing {
             return;
         }
         let now = Instant::now();
-        let n = self.changes.len().min(MAX_BATCH);
-        let changes: Vec<(Arc<str>, StatusChange)> = self.changes.drain(..n).collect();
-        let (due, later): (Vec<Held>, Vec<Held>) = std::mem::take(&mut self.receipts)
+        let n = lane.changes.len().min(MAX_BATCH);
+        let changes: Vec<(Arc<str>, StatusChange)> = lane.changes.drain(..n).collect();
+        let (due, later): (Vec<Held>, Vec<Held>) = std::mem::take(&mut lane.receipts)
             .into_iter()
             .partition(|h| h.next_try <= now);
-        self.receipts = later;
-        let written_after = self.written + changes.len() as u64;
-        let (ready, waiting): (Vec<PendingFinish>, Vec<PendingFinish>) =
-            std::mem::take(&mut self.finishes)
-                .into_iter()
-                .partition(|f| f.after <= written_after);
-        self.finishes = waiting;
+        lane.receipts = later;
+        // Dispatch rows are removed by lane 0, once every lane has written what came
+        // before the request.
+        let ready = if li == 0 {
+            let mut written_after = written;
+            written_after[0] += changes.len() as u64;
+            let (ready, waiting): (Vec<PendingFinish>, Vec<PendingFinish>) =
+                std::mem::take(&mut self.finishes)
+                    .into_iter()
+                    .partition(|f| f.after.iter().zip(written_after).all(|(a, w)| *a <= w));
+            self.finishes = waiting;
+            ready
+        } else {
+            Vec::new()
+        };
         if changes.is_empty() && due.is_empty() && ready.is_empty() {
-            self.release_waiters();
             return;
         }
-        self.flushing = true;
+        let lane = &mut self.lanes[li];
+        lane.flushing = true;
         let store = self.store.clone();
         let grace = self.grace;
         let work = async move {
@@ -185,15 +235,16 @@ impl Receipts {
             }
             (changes, result, ready, answers)
         };
-        ctx.spawn(work.into_actor(self).map(|(changes, result, ready, answers), act, ctx| {
-            act.flushing = false;
+        ctx.spawn(work.into_actor(self).map(move |(changes, result, ready, answers), act, ctx| {
+            let lane = &mut act.lanes[li];
+            lane.flushing = false;
             match result {
                 Ok(held) => {
-                    act.written += changes.len() as u64;
+                    lane.written += changes.len() as u64;
+                    lane.receipts.extend(held);
                     for (f, done) in ready.into_iter().zip(answers) {
                         let _ = f.reply.send(done);
                     }
-                    act.receipts.extend(held);
                 }
                 Err((e, held)) => {
                     // Finishes wait for the changes before them: put them back too.
@@ -201,18 +252,21 @@ impl Receipts {
                     tracing::warn!(error = %e, n = changes.len(), "status write failed; will retry");
                     // Put the batch back in front; the next tick tries again.
                     let mut again = changes;
-                    again.append(&mut act.changes);
-                    act.changes = again;
-                    act.receipts.extend(held);
-                    ctx.run_later(Duration::from_millis(500), |act, ctx| act.flush(ctx));
+                    again.append(&mut lane.changes);
+                    lane.changes = again;
+                    lane.receipts.extend(held);
+                    ctx.run_later(Duration::from_millis(500), move |act, ctx| {
+                        act.flush_lane(li, ctx)
+                    });
                     metrics::gauge!(m::STATUS_PENDING).set(act.pending() as f64);
                     return;
                 }
             }
             metrics::gauge!(m::STATUS_PENDING).set(act.pending() as f64);
-            if act.changes.len() >= MAX_BATCH {
-                act.flush(ctx);
-            } else if act.changes.len() < HIGH_WATER {
+            if act.lanes[li].changes.len() >= MAX_BATCH {
+                act.flush_lane(li, ctx);
+            }
+            if act.pending_changes() < HIGH_WATER {
                 act.release_waiters();
             }
         }));
@@ -345,15 +399,18 @@ impl Handler<Record> for Receipts {
     type Result = ResponseFuture<()>;
 
     fn handle(&mut self, msg: Record, ctx: &mut Self::Context) -> Self::Result {
-        self.received += msg.changes.len() as u64;
         for c in msg.changes {
-            self.changes.push((msg.channel.clone(), c));
+            let lane = &mut self.lanes[lane_of(c.message_pk)];
+            lane.received += 1;
+            lane.changes.push((msg.channel.clone(), c));
         }
         metrics::gauge!(m::STATUS_PENDING).set(self.pending() as f64);
-        if self.changes.len() >= MAX_BATCH {
-            self.flush(ctx);
+        for li in 0..LANES {
+            if self.lanes[li].changes.len() >= MAX_BATCH {
+                self.flush_lane(li, ctx);
+            }
         }
-        if self.changes.len() < HIGH_WATER {
+        if self.pending_changes() < HIGH_WATER {
             return Box::pin(async {});
         }
         let (tx, rx) = oneshot::channel();
@@ -371,7 +428,7 @@ impl Handler<Finish> for Receipts {
         let (tx, rx) = oneshot::channel();
         self.finishes.push(PendingFinish {
             finish: msg,
-            after: self.received,
+            after: std::array::from_fn(|i| self.lanes[i].received),
             reply: tx,
         });
         Box::pin(async move { rx.await.unwrap_or(false) })
@@ -382,15 +439,23 @@ impl Handler<Incoming> for Receipts {
     type Result = bool;
 
     fn handle(&mut self, msg: Incoming, _: &mut Self::Context) -> bool {
-        if self.receipts.len() + msg.0.len() > MAX_RECEIPTS {
+        let held: usize = self.lanes.iter().map(|l| l.receipts.len()).sum();
+        if held + msg.0.len() > MAX_RECEIPTS {
             return false;
         }
         let now = Instant::now();
-        self.receipts.extend(msg.0.into_iter().map(|event| Held {
-            event,
-            first_seen: now,
-            next_try: now,
-        }));
+        for event in msg.0 {
+            // A receipt naming the delivery goes through that delivery's lane.
+            let li = match &event.key {
+                ReceiptKey::Delivery { message_pk, .. } => lane_of(*message_pk),
+                ReceiptKey::Provider(_) => 0,
+            };
+            self.lanes[li].receipts.push(Held {
+                event,
+                first_seen: now,
+                next_try: now,
+            });
+        }
         true
     }
 }
@@ -415,7 +480,7 @@ fn wait_empty(
     deadline: Instant,
 ) -> ResponseActFuture<Receipts, ()> {
     act.flush(ctx);
-    if (act.changes.is_empty() && !act.flushing) || Instant::now() >= deadline {
+    if act.idle() || Instant::now() >= deadline {
         return Box::pin(actix::fut::ready(()));
     }
     Box::pin(

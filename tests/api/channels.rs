@@ -383,6 +383,47 @@ async fn webhook() {
     .await;
 }
 
+/// A webhook binding that passes the binding check (an `http://` or `https://` prefix)
+/// but is no URL fails at once, with `invalid_url`, and only that recipient.
+#[actix_web::test]
+async fn webhook_with_an_invalid_url_fails_only_that_recipient() {
+    let case = Case {
+        kind: Kind::Webhook,
+        channel_type: "webhook",
+        binding: "webhook",
+        receipts: false,
+        tokens: false,
+        permanent_code: "400",
+        partial: false,
+    };
+    let rig = Rig::new(&case).await;
+    rig.user(&case, "good").await;
+    for (user, value) in [("nohost", "http://"), ("badhost", "http://[::1/x")] {
+        let (status, body) = rig
+            .app
+            .put_as(
+                DEMO,
+                &format!("/v1/users/{user}"),
+                &json!({"bindings": [{"type": "webhook", "value": value}]}),
+            )
+            .await;
+        assert!(status.is_success(), "{body}");
+    }
+    let id = rig.send(&case, &["good", "nohost", "badhost"]).await;
+    let d = rig.settled(&id).await;
+    let by_user = |u: &str| d.iter().find(|x| x["user_id"] == u).unwrap().clone();
+    assert_eq!(by_user("good")["state"], "delivered", "{d:?}");
+    for user in ["nohost", "badhost"] {
+        let bad = by_user(user);
+        assert_eq!(bad["state"], "failed", "{bad}");
+        assert_eq!(bad["code"], "invalid_url", "{bad}");
+        assert_eq!(bad["attempts"], 1, "{bad}");
+    }
+    assert_eq!(rig.sim.stats().send_requests, 1);
+    rig.sim.shutdown();
+    rig.app.stop().await;
+}
+
 /// Clicks and reads come back: DingTalk `read_user_id_list` (pulled) and Feishu read
 /// events (pushed) move deliveries to `read`.
 #[actix_web::test]

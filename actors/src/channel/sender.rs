@@ -362,6 +362,8 @@ impl ChannelSender {
         let work = async move {
             let rows = store.dispatch_rows(&code, DISPATCH_ROWS).await?;
             let mut wants = Vec::new();
+            // A listed message left out for want of room: pull again as room frees up.
+            let mut left_out = false;
             let (mut left, mut left_high) = (room, high_room);
             for row in &rows {
                 let (after, drained_at, _) = known
@@ -378,6 +380,7 @@ impl ChannelSender {
                 };
                 let lim = budget.min(PULL_PER_MESSAGE);
                 if lim == 0 {
+                    left_out = true;
                     continue;
                 }
                 wants.push((*row, after, lim as i64));
@@ -407,7 +410,7 @@ impl ChannelSender {
                     });
                 contents.insert(pk, value);
             }
-            let listed_all = rows.len() < DISPATCH_ROWS as usize;
+            let listed_all = rows.len() < DISPATCH_ROWS as usize && !left_out;
             Ok::<_, crate::store::StoreError>((rows, wants, pulled, contents, listed_all))
         };
         ctx.spawn(work.into_actor(self).map(|result, act, ctx| {

@@ -8,7 +8,7 @@
 //! `Retry-After`); 410 and other 4xx fail it; other 5xx and transport errors are retried.
 
 use std::cell::RefCell;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -38,7 +38,13 @@ pub struct Webhook {
     /// The last few messages' serialized parts (message id, body): a message goes out to
     /// its recipients one call each, mostly one message after another.
     recent: RefCell<VecDeque<(i64, Rc<Shared>)>>,
+    /// Parsed receiver URLs: the same receivers are called again and again, and parsing
+    /// (host normalization included) costs more than a copy.
+    urls: RefCell<HashMap<String, reqwest::Url>>,
 }
+
+/// Most parsed URLs kept; past it the cache starts over.
+const URLS: usize = 4096;
 
 /// What every recipient's event of one message has in common, serialized.
 struct Shared {
@@ -85,6 +91,7 @@ impl Webhook {
             client: http_client(config.pool_size, Duration::from_millis(s.timeout_ms))?,
             key: secret_key(&s.secret)?.into(),
             recent: RefCell::new(VecDeque::with_capacity(RECENT)),
+            urls: RefCell::new(HashMap::new()),
         })
     }
 }
@@ -125,6 +132,24 @@ fn classify_status(resp: &reqwest::Response) -> Attempt {
 }
 
 impl Webhook {
+    /// The receiver's URL, parsed once.
+    fn url(&self, address: &str) -> Result<reqwest::Url, String> {
+        let mut urls = self.urls.borrow_mut();
+        if let Some(url) = urls.get(address) {
+            return Ok(url.clone());
+        }
+        let url = reqwest::Url::parse(address)
+            .map_err(|e| format!("the webhook URL {address:?} is not valid: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(format!("the webhook URL {address:?} is not http or https"));
+        }
+        if urls.len() >= URLS {
+            urls.clear();
+        }
+        urls.insert(address.to_owned(), url.clone());
+        Ok(url)
+    }
+
     /// The parts of a message's events shared by all its recipients, serialized once.
     fn shared(&self, batch: &Batch) -> Rc<Shared> {
         let mut recent = self.recent.borrow_mut();
@@ -151,23 +176,37 @@ impl Provider for Webhook {
         let client = self.client.clone();
         let key = self.key.clone();
         let shared = self.shared(&batch);
-        let targets = batch.targets;
+        let targets: Vec<(i64, Option<String>, Result<reqwest::Url, String>)> = batch
+            .targets
+            .into_iter()
+            .map(|t| {
+                let url = self.url(&t.address);
+                (t.delivery_id, t.user_id, url)
+            })
+            .collect();
         let work = async move {
             let Shared { message, body } = &*shared;
             let mut out = Vec::with_capacity(targets.len());
-            for t in targets {
+            for (delivery_id, user_id, url) in targets {
+                let url = match url {
+                    Ok(url) => url,
+                    Err(reason) => {
+                        let err = ProviderError::permanent("invalid_url", reason);
+                        out.push((delivery_id, Attempt::Failed(err)));
+                        continue;
+                    }
+                };
                 let now = chrono::Utc::now();
-                let user = serde_json::to_string(&t.user_id).unwrap_or_else(|_| "null".into());
+                let user = serde_json::to_string(&user_id).unwrap_or_else(|_| "null".into());
                 let event = format!(
-                    r#"{{"type":"message","timestamp":"{}","data":{{"id":"{message}","delivery_id":"{}","user_id":{user},"body":{body}}}}}"#,
+                    r#"{{"type":"message","timestamp":"{}","data":{{"id":"{message}","delivery_id":"{delivery_id}","user_id":{user},"body":{body}}}}}"#,
                     now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                    t.delivery_id,
                 );
-                let id = format!("dlv_{}", t.delivery_id);
+                let id = format!("dlv_{delivery_id}");
                 let ts = now.timestamp();
                 let signature = sign(&key, &id, ts, event.as_bytes());
                 let result = client
-                    .post(&t.address)
+                    .post(url)
                     .header("content-type", "application/json")
                     .header("webhook-id", &id)
                     .header("webhook-timestamp", ts.to_string())
@@ -179,7 +218,7 @@ impl Provider for Webhook {
                     Err(e) => Attempt::Failed(ProviderError::transport(&e)),
                     Ok(resp) => classify_status(&resp),
                 };
-                out.push((t.delivery_id, attempt));
+                out.push((delivery_id, attempt));
             }
             out
         };
