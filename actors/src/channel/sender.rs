@@ -110,6 +110,48 @@ impl MessageWork {
     }
 }
 
+/// What is known of a message with work: (highest delivery id pulled, `pages` when it was
+/// found drained, content loaded).
+type Known = HashMap<i64, (i64, Option<i32>, bool)>;
+
+/// Which listed messages to pull, and how many of each (`(row, after, limit)`), within
+/// the room of the in-memory backlog (high priority has extra room). Also answers whether
+/// a message with new work was left out for want of room, so the sender pulls again as
+/// room frees up.
+fn plan_pull(
+    rows: &[DispatchRow],
+    known: &Known,
+    room: usize,
+    high_room: usize,
+) -> (Vec<(DispatchRow, i64, i64)>, bool) {
+    let mut wants = Vec::new();
+    let mut left_out = false;
+    let (mut left, mut left_high) = (room, high_room);
+    for row in rows {
+        let (after, drained_at, _) = known
+            .get(&row.message_pk)
+            .copied()
+            .unwrap_or((0, None, false));
+        if drained_at == Some(row.pages) {
+            continue; // nothing new since it was drained
+        }
+        let budget = if row.priority == Priority::High {
+            left_high
+        } else {
+            left
+        };
+        let lim = budget.min(PULL_PER_MESSAGE);
+        if lim == 0 {
+            left_out = true;
+            continue;
+        }
+        wants.push((*row, after, lim as i64));
+        left = left.saturating_sub(lim);
+        left_high = left_high.saturating_sub(lim);
+    }
+    (wants, left_out)
+}
+
 /// Builds the channel's provider client on the sender's own arbiter.
 pub type ProviderFactory =
     Box<dyn FnOnce(&SenderConfig) -> Result<Rc<dyn Provider>, String> + Send>;
@@ -353,40 +395,14 @@ impl ChannelSender {
         let store = self.store.clone();
         let code = self.config.code.clone();
         let channel_type = self.config.channel_type;
-        // What is known of each message: (after, drained at pages, has content)
-        let known: HashMap<i64, (i64, Option<i32>, bool)> = self
+        let known: Known = self
             .works
             .iter()
             .map(|(pk, w)| (*pk, (w.after, w.drained_at, w.content_loaded)))
             .collect();
         let work = async move {
             let rows = store.dispatch_rows(&code, DISPATCH_ROWS).await?;
-            let mut wants = Vec::new();
-            // A listed message left out for want of room: pull again as room frees up.
-            let mut left_out = false;
-            let (mut left, mut left_high) = (room, high_room);
-            for row in &rows {
-                let (after, drained_at, _) = known
-                    .get(&row.message_pk)
-                    .copied()
-                    .unwrap_or((0, None, false));
-                if drained_at == Some(row.pages) {
-                    continue; // nothing new since it was drained
-                }
-                let budget = if row.priority == Priority::High {
-                    left_high
-                } else {
-                    left
-                };
-                let lim = budget.min(PULL_PER_MESSAGE);
-                if lim == 0 {
-                    left_out = true;
-                    continue;
-                }
-                wants.push((*row, after, lim as i64));
-                left = left.saturating_sub(lim);
-                left_high = left_high.saturating_sub(lim);
-            }
+            let (wants, left_out) = plan_pull(&rows, &known, room, high_room);
             let pulled = store.pull_deliveries(&code, &wants).await?;
             let need: Vec<(i32, i64)> = wants
                 .iter()
@@ -1005,5 +1021,47 @@ impl Handler<GetState> for ChannelSender {
             }),
             error: self.provider_error.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(message_pk: i64, priority: Priority) -> DispatchRow {
+        DispatchRow {
+            message_pk,
+            priority,
+            app_id: 1,
+            pages: 1,
+        }
+    }
+
+    #[test]
+    fn a_pull_that_runs_out_of_room_says_so() {
+        // Three messages, room for two full pulls: the third is left out, and the sender
+        // must know to pull again even if the first two turn out nearly empty.
+        let rows: Vec<DispatchRow> = (1..=3).map(|pk| row(pk, Priority::Normal)).collect();
+        let (wants, left_out) = plan_pull(&rows, &Known::new(), 2 * PULL_PER_MESSAGE, 0);
+        assert_eq!(wants.len(), 2);
+        assert!(left_out);
+        let (wants, left_out) = plan_pull(&rows, &Known::new(), 3 * PULL_PER_MESSAGE, 0);
+        assert_eq!(wants.len(), 3);
+        assert!(!left_out);
+    }
+
+    #[test]
+    fn drained_messages_take_no_room_and_high_priority_has_its_own() {
+        let rows = vec![
+            row(1, Priority::Normal),
+            row(2, Priority::Normal),
+            row(3, Priority::High),
+        ];
+        let mut known = Known::new();
+        known.insert(1, (500, Some(1), true)); // drained at these pages
+        let (wants, left_out) = plan_pull(&rows, &known, 10, 10 + HIGH_HEADROOM);
+        let pks: Vec<(i64, i64)> = wants.iter().map(|w| (w.0.message_pk, w.2)).collect();
+        assert_eq!(pks, vec![(2, 10), (3, HIGH_HEADROOM as i64)]);
+        assert!(!left_out);
     }
 }
