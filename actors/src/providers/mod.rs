@@ -194,6 +194,32 @@ impl Answer {
     }
 }
 
+/// Largest provider answer read; a longer one is a retryable `answer_too_large`.
+const MAX_ANSWER: usize = 1 << 20;
+
+/// Reads an answer's body, at most `limit` bytes. Reading it to the end also lets the
+/// connection go back to the pool.
+pub async fn read_limited(
+    mut resp: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, crate::channel::ProviderError> {
+    let mut out = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| crate::channel::ProviderError::transport(&e))?
+    {
+        if out.len() + chunk.len() > limit {
+            return Err(crate::channel::ProviderError::retryable(
+                "answer_too_large",
+                format!("the provider's answer is longer than {limit} bytes"),
+            ));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
 /// Sends a request and reads the answer; a transport failure is a retryable error.
 pub async fn call(req: reqwest::RequestBuilder) -> Result<Answer, crate::channel::ProviderError> {
     let resp = req
@@ -202,10 +228,7 @@ pub async fn call(req: reqwest::RequestBuilder) -> Result<Answer, crate::channel
         .map_err(|e| crate::channel::ProviderError::transport(&e))?;
     let status = resp.status();
     let headers = resp.headers().clone();
-    let bytes = resp
-        .bytes()
-        .await
-        .map_err(|e| crate::channel::ProviderError::transport(&e))?;
+    let bytes = read_limited(resp, MAX_ANSWER).await?;
     let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
     Ok(Answer {
         status,

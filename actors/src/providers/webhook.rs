@@ -43,6 +43,9 @@ pub struct Webhook {
     urls: RefCell<HashMap<String, reqwest::Url>>,
 }
 
+/// Most of a receiver's answer read before the connection is given up instead.
+const ANSWER_READ: usize = 64 * 1024;
+
 /// Most parsed URLs kept; past it the cache starts over.
 const URLS: usize = 4096;
 
@@ -216,7 +219,13 @@ impl Provider for Webhook {
                     .await;
                 let attempt = match result {
                     Err(e) => Attempt::Failed(ProviderError::transport(&e)),
-                    Ok(resp) => classify_status(&resp),
+                    Ok(resp) => {
+                        let attempt = classify_status(&resp);
+                        // Read what the receiver answered (it is not used) so that the
+                        // connection is kept; a long answer just closes it.
+                        let _ = super::read_limited(resp, ANSWER_READ).await;
+                        attempt
+                    }
                 };
                 out.push((delivery_id, attempt));
             }
