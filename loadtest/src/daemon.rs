@@ -231,7 +231,7 @@ impl Daemon {
     async fn wait_ready(&mut self, timeout: Duration) -> Result<()> {
         let url = format!("{}/readyz", self.base_url);
         let deadline = Instant::now() + timeout;
-        let client = reqwest::Client::builder()
+        let client = crate::http_builder()
             .timeout(Duration::from_secs(2))
             .build()?;
         loop {

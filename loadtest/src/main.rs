@@ -312,6 +312,13 @@ pub fn seconds(v: f64, flag: &str) -> Result<Duration> {
     }
 }
 
+/// An HTTP client builder, with the process's TLS provider installed first (HTTPS-capable
+/// clients need one).
+pub fn http_builder() -> reqwest::ClientBuilder {
+    umsd_sim::init_tls();
+    reqwest::Client::builder()
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let threads = cli.cmd.target().threads.max(1);

@@ -172,7 +172,8 @@ fn webhook_requests(sim: &SimHandle, users: usize) -> Result<MakeRequest> {
 /// `uuid`.
 async fn feishu_requests(sim: &SimHandle, users: usize) -> Result<MakeRequest> {
     let cfg = sim.config();
-    let answer: Value = reqwest::Client::new()
+    let answer: Value = crate::http_builder()
+        .build()?
         .post(format!(
             "{}/open-apis/auth/v3/tenant_access_token/internal",
             sim.url()

@@ -152,6 +152,8 @@ pub struct SimConfig {
     /// appsecret, WeCom corpsecret, Feishu app_secret, JPush/JSMS masterSecret, WeChat
     /// secret, robot signing secret (`SEC…`), webhook `whsec_…` secret.
     pub app_secret: String,
+    /// Serve HTTPS with a fresh self-signed certificate (see [`SimHandle::cert_pem`]).
+    pub tls: bool,
 }
 
 impl Default for SimConfig {
@@ -167,6 +169,7 @@ impl Default for SimConfig {
             callback_url: None,
             app_key: String::new(),
             app_secret: String::new(),
+            tls: false,
         }
     }
 }
@@ -281,8 +284,15 @@ pub struct Received {
 }
 
 /// A running HTTP simulator. Dropping it shuts it down too.
+/// Installs rustls' ring provider as the process default: HTTP clients (the simulators'
+/// receipt pushes, tests, the load generator) need one before they are built.
+pub fn init_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub struct SimHandle {
     addr: SocketAddr,
+    cert_pem: Option<String>,
     sim: Arc<state::Sim>,
     stop: tokio::sync::watch::Sender<bool>,
     thread: Option<JoinHandle<()>>,
@@ -296,7 +306,17 @@ impl SimHandle {
 
     /// Base URL, e.g. `http://127.0.0.1:9001`.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.cert_pem.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// With `tls`: the simulator's self-signed certificate, PEM.
+    pub fn cert_pem(&self) -> Option<&str> {
+        self.cert_pem.as_deref()
     }
 
     /// The provider this simulator stands in for.

@@ -58,6 +58,9 @@ struct Cli {
     /// Also run an SMTP sink on this address.
     #[arg(long)]
     smtp: Option<SocketAddr>,
+    /// Serve HTTPS (self-signed certificate, printed at start).
+    #[arg(long)]
+    tls: bool,
     /// Offer STARTTLS on the SMTP sink (self-signed certificate).
     #[arg(long)]
     smtp_starttls: bool,
@@ -101,6 +104,7 @@ fn configs(cli: &Cli) -> Result<Vec<SimConfig>, String> {
             callback_url: cli.callback_url.clone(),
             app_key: cli.app_key.clone().unwrap_or_default(),
             app_secret: cli.app_secret.clone().unwrap_or_default(),
+            tls: cli.tls,
         });
     }
     Ok(out)
@@ -127,6 +131,9 @@ fn main() -> ExitCode {
         match umsd_sim::start(cfg) {
             Ok(h) => {
                 println!("{kind} listening on {}", h.url());
+                if let Some(pem) = h.cert_pem() {
+                    println!("{kind} certificate:\n{pem}");
+                }
                 sims.push(h);
             }
             Err(e) => {

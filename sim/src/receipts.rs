@@ -51,6 +51,7 @@ pub(crate) struct Pending {
 /// Push queued receipts as they fall due. The delay is the same for every receipt of a
 /// simulator, so the queue is already in due order.
 pub(crate) async fn run(sim: Arc<Sim>, mut rx: mpsc::Receiver<Pending>, url: String) {
+    crate::init_tls();
     let client = match reqwest::Client::builder().timeout(PUSH_TIMEOUT).build() {
         Ok(c) => c,
         Err(e) => {

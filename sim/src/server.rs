@@ -14,6 +14,7 @@ use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
+use tokio_rustls::TlsAcceptor;
 
 use crate::http::{self, Req, Resp};
 use crate::state::{Fault, Sim};
@@ -43,6 +44,15 @@ pub(crate) fn start(cfg: SimConfig) -> io::Result<SimHandle> {
         }
         None => (None, None),
     };
+    let tls = if cfg.tls {
+        Some(crate::smtp::self_signed("localhost")?)
+    } else {
+        None
+    };
+    let (acceptor, cert_pem) = match tls {
+        Some((a, pem)) => (Some(a), Some(pem)),
+        None => (None, None),
+    };
     let sim = Arc::new(Sim::new(cfg, push_tx));
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -55,7 +65,7 @@ pub(crate) fn start(cfg: SimConfig) -> io::Result<SimHandle> {
                     tokio::spawn(receipts::run(Arc::clone(&thread_sim), rx, url));
                 }
                 match TcpListener::from_std(listener) {
-                    Ok(l) => accept_loop(l, thread_sim, stop_rx).await,
+                    Ok(l) => accept_loop(l, thread_sim, acceptor, stop_rx).await,
                     Err(e) => tracing::error!(error = %e, "simulator listener unusable"),
                 }
             });
@@ -65,13 +75,19 @@ pub(crate) fn start(cfg: SimConfig) -> io::Result<SimHandle> {
 
     Ok(SimHandle {
         addr,
+        cert_pem,
         sim,
         stop: stop_tx,
         thread: Some(thread),
     })
 }
 
-async fn accept_loop(listener: TcpListener, sim: Arc<Sim>, mut stop: watch::Receiver<bool>) {
+async fn accept_loop(
+    listener: TcpListener,
+    sim: Arc<Sim>,
+    acceptor: Option<TlsAcceptor>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             _ = stop.changed() => return,
@@ -88,23 +104,38 @@ async fn accept_loop(listener: TcpListener, sim: Arc<Sim>, mut stop: watch::Rece
         };
         let _ = stream.set_nodelay(true);
         let sim = Arc::clone(&sim);
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            // Fired by the drop/timeout faults to close the socket without answering.
-            let abort = Arc::new(Notify::new());
-            let svc_abort = Arc::clone(&abort);
-            let svc = service_fn(move |req| {
-                let sim = Arc::clone(&sim);
-                let abort = Arc::clone(&svc_abort);
-                async move { Ok::<_, Infallible>(dispatch(sim, abort, req).await) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .serve_connection(TokioIo::new(stream), svc);
-            tokio::select! {
-                _ = conn => {}
-                _ = abort.notified() => {}
+            match acceptor {
+                None => serve(sim, stream).await,
+                Some(acceptor) => match acceptor.accept(stream).await {
+                    Ok(tls) => serve(sim, tls).await,
+                    Err(e) => tracing::debug!(error = %e, "TLS handshake failed"),
+                },
             }
         });
+    }
+}
+
+/// Serves one connection (plain or TLS).
+async fn serve<S>(sim: Arc<Sim>, stream: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    // Fired by the drop/timeout faults to close the socket without answering.
+    let abort = Arc::new(Notify::new());
+    let svc_abort = Arc::clone(&abort);
+    let svc = service_fn(move |req| {
+        let sim = Arc::clone(&sim);
+        let abort = Arc::clone(&svc_abort);
+        async move { Ok::<_, Infallible>(dispatch(sim, abort, req).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::select! {
+        _ = conn => {}
+        _ = abort.notified() => {}
     }
 }
 

@@ -191,12 +191,19 @@ pub fn start(cfg: SmtpConfig) -> io::Result<SmtpHandle> {
 }
 
 fn tls_acceptor(hostname: &str) -> io::Result<TlsAcceptor> {
+    self_signed(hostname).map(|(acceptor, _)| acceptor)
+}
+
+/// A TLS acceptor with a fresh self-signed certificate for `hostname`, `localhost` and
+/// `127.0.0.1`, and that certificate in PEM (for clients to trust).
+pub(crate) fn self_signed(hostname: &str) -> io::Result<(TlsAcceptor, String)> {
     let names = vec![
         hostname.to_owned(),
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),
     ];
     let certified = rcgen::generate_simple_self_signed(names).map_err(io::Error::other)?;
+    let pem = certified.cert.pem();
     let cert = certified.cert.der().clone();
     let key = rustls::pki_types::PrivatePkcs8KeyDer::from(certified.key_pair.serialize_der());
     // An explicit provider: the process may have several compiled in.
@@ -207,7 +214,7 @@ fn tls_acceptor(hostname: &str) -> io::Result<TlsAcceptor> {
         .with_no_client_auth()
         .with_single_cert(vec![cert], key.into())
         .map_err(io::Error::other)?;
-    Ok(TlsAcceptor::from(Arc::new(config)))
+    Ok((TlsAcceptor::from(Arc::new(config)), pem))
 }
 
 struct Shared {

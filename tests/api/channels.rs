@@ -424,6 +424,94 @@ async fn webhook_with_an_invalid_url_fails_only_that_recipient() {
     rig.app.stop().await;
 }
 
+/// A webhook receiver on HTTPS with a private certificate: trusted through the channel's
+/// `tls_ca_file`, refused (and retried, then failed) without it.
+#[actix_web::test]
+async fn webhook_over_https_trusts_the_channel_s_ca_file() {
+    let app = TestApp::spawn().await;
+    let sim = umsd_sim::start(SimConfig {
+        tls: true,
+        ..SimConfig::new(Kind::Webhook)
+    })
+    .unwrap();
+    assert!(sim.url().starts_with("https://"));
+    let ca = std::env::temp_dir().join(format!("umsd-test-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca, sim.cert_pem().unwrap()).unwrap();
+    let secret = sim.config().app_secret;
+    for (code, settings) in [
+        (
+            "hooks_trusted",
+            json!({"secret": secret, "tls_ca_file": ca.to_str().unwrap()}),
+        ),
+        (
+            "hooks_plain",
+            json!({"secret": secret, "max_attempts": 2, "retry_base_ms": 50}),
+        ),
+    ] {
+        let res = app
+            .http
+            .put(app.url(&format!("/admin/channels/{code}")))
+            .bearer_auth(ADMIN)
+            .json(&json!({"type": "webhook", "settings": settings}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
+        let res = app
+            .http
+            .put(app.url(&format!("/admin/apps/demo/grants/{code}")))
+            .bearer_auth(ADMIN)
+            .json(&json!({"enabled": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+    }
+    // A CA file that is not there is refused when the channel is configured.
+    let res = app
+        .http
+        .put(app.url("/admin/channels/hooks_bad"))
+        .bearer_auth(ADMIN)
+        .json(&json!({"type": "webhook", "settings": {"secret": secret, "tls_ca_file": "/nonexistent/ca.pem"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    let body = res.text().await.unwrap();
+    assert!(body.contains("tls_ca_file"), "{body}");
+    let (status, body) = app
+        .put_as(
+            DEMO,
+            "/v1/users/tls1",
+            &json!({"bindings": [{"type": "webhook", "value": format!("{}/hook/tls1", sim.url())}]}),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let mut states = Vec::new();
+    for code in ["hooks_trusted", "hooks_plain"] {
+        let (status, sent) = app
+            .send(&json!({
+                "audience": {"user_ids": ["tls1"]},
+                "channels": [code],
+                "content": {code: {"body": {"n": 1}}},
+            }))
+            .await;
+        assert_eq!(status, 202, "{sent}");
+        let id = sent["id"].as_str().unwrap().to_owned();
+        app.wait_for(&format!("/v1/messages/{id}"), 30, |m| m["status"] == "done")
+            .await;
+        let (_, d) = app.get(&format!("/v1/messages/{id}/deliveries")).await;
+        states.push(d["deliveries"][0].clone());
+    }
+    assert_eq!(states[0]["state"], "delivered", "{}", states[0]);
+    assert_eq!(states[1]["state"], "failed", "{}", states[1]);
+    assert_eq!(states[1]["attempts"], 2, "{}", states[1]);
+    assert_eq!(sim.stats().send_requests, 1);
+    let _ = std::fs::remove_file(&ca);
+    sim.shutdown();
+    app.stop().await;
+}
+
 /// Clicks and reads come back: DingTalk `read_user_id_list` (pulled) and Feishu read
 /// events (pushed) move deliveries to `read`.
 #[actix_web::test]

@@ -98,6 +98,7 @@ impl TestApp {
         tweak(&mut config);
         config.validate().expect("valid test config");
         let running = server::start(config).await.expect("start umsd");
+        umsd_actors::providers::init_tls();
         Self {
             base: format!("http://{}", running.addr),
             http: reqwest::Client::new(),

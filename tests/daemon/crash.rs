@@ -43,7 +43,7 @@ fn load(
                 base.to_owned(),
             );
             tokio::spawn(async move {
-                let http = reqwest::Client::builder()
+                let http = crate::http_builder()
                     .timeout(Duration::from_secs(10))
                     .build()
                     .unwrap();
@@ -142,7 +142,7 @@ async fn acknowledged_sends_survive_sigkill() {
     }
 
     // Unanswered sends: resending settles each one, never duplicating it.
-    let http = reqwest::Client::new();
+    let http = crate::http();
     let unanswered: Vec<_> = outcomes
         .iter()
         .filter(|(_, o)| **o == Outcome::NoAnswer)

@@ -46,7 +46,7 @@ async fn the_demo_configuration_delivers_on_every_channel() {
     };
     let user = arg("Create a user");
     let message = arg("Send a message");
-    let http = reqwest::Client::new();
+    let http = crate::http();
     let res = http
         .put(format!("{}/v1/users/u1", d.base()))
         .basic_auth("demo", Some("demo-secret"))

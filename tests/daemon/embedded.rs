@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use super::{cleanup, free_port, inbox_message, test_dir, Daemon};
 
 async fn send(d: &Daemon, key: &str) -> StatusCode {
-    reqwest::Client::new()
+    crate::http()
         .post(format!("{}/v1/messages", d.base()))
         .basic_auth("demo", Some("demo-secret"))
         .json(&inbox_message(key))
@@ -22,7 +22,7 @@ async fn send(d: &Daemon, key: &str) -> StatusCode {
 }
 
 async fn stored(d: &Daemon, key: &str) -> bool {
-    let res = reqwest::Client::new()
+    let res = crate::http()
         .get(format!("{}/v1/messages/{key}", d.base()))
         .basic_auth("demo", Some("demo-secret"))
         .send()

@@ -100,7 +100,7 @@ impl Daemon {
 
     /// Waits until `/readyz` answers 200; panics with the log after `limit`.
     pub async fn wait_ready(&mut self, limit: Duration) {
-        let client = reqwest::Client::new();
+        let client = crate::http();
         let deadline = Instant::now() + limit;
         loop {
             if let Ok(res) = client.get(format!("{}/readyz", self.base())).send().await {
@@ -210,4 +210,15 @@ pub fn inbox_message(key: &str) -> serde_json::Value {
         "channels": ["inbox"],
         "content": {"inbox": {"title": "t", "body": format!("body of {key}")}},
     })
+}
+
+/// An HTTP client for talking to the daemon under test (HTTPS-capable clients need the
+/// process's TLS provider installed first).
+pub fn http() -> reqwest::Client {
+    http_builder().build().expect("HTTP client")
+}
+
+pub fn http_builder() -> reqwest::ClientBuilder {
+    umsd_actors::providers::init_tls();
+    reqwest::Client::builder()
 }

@@ -35,7 +35,7 @@ async fn queued_deliveries_are_delivered_after_a_sigkill_and_restart() {
     let port = free_port();
     let mut d = Daemon::start(&dir, port);
     d.wait_ready(Duration::from_secs(60)).await;
-    let http = reqwest::Client::new();
+    let http = crate::http();
     let users: Vec<String> = (0..USERS).map(|i| format!("k{i:04}")).collect();
     let rows: Vec<_> = users
         .iter()

@@ -246,6 +246,7 @@ pub const SENDER_KEYS: &[&str] = &[
     "retry_base_ms",
     "retry_max_ms",
     "aging_seconds",
+    "tls_ca_file",
 ];
 
 /// A channel's sender settings from its directory entry; the provider's own settings are
@@ -271,6 +272,14 @@ pub fn sender_config(
     let base = knob("retry_base_ms", 1000, 1, 3_600_000)?;
     let max = knob("retry_max_ms", 300_000, 1, 86_400_000)?;
     let aging = knob("aging_seconds", 30, 1, 86_400)?;
+    let tls_ca_file = match provider
+        .as_object_mut()
+        .and_then(|o| o.remove("tls_ca_file"))
+    {
+        None | Some(Value::Null) => None,
+        Some(Value::String(path)) if !path.is_empty() => Some(std::path::PathBuf::from(path)),
+        Some(_) => return Err("settings.tls_ca_file: the path of a PEM file".into()),
+    };
     let pool_size = match entry.pool_size {
         None => 8,
         Some(n) if (1..=1024).contains(&n) => n as usize,
@@ -299,6 +308,7 @@ pub fn sender_config(
             base: Duration::from_millis(base),
             max: Duration::from_millis(max.max(base)),
         },
+        tls_ca_file,
         settings: provider,
     })
 }

@@ -67,6 +67,9 @@ pub struct SenderConfig {
     /// A lower-priority delivery waiting this long goes before higher-priority work.
     pub aging: Duration,
     pub retry: RetryPolicy,
+    /// Extra trusted roots for the provider's HTTPS endpoints (PEM), beside the
+    /// system's.
+    pub tls_ca_file: Option<std::path::PathBuf>,
     /// The provider settings (credentials, endpoints).
     pub settings: Value,
 }

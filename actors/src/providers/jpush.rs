@@ -87,7 +87,7 @@ pub struct Jpush {
 impl Jpush {
     pub fn new(config: &SenderConfig, deps: &ProviderDeps) -> Result<Self, String> {
         let s: Settings = parse_settings(&config.settings)?;
-        let client = http_client(config.pool_size, Duration::from_millis(s.timeout_ms))?;
+        let client = http_client(config, Duration::from_millis(s.timeout_ms))?;
         let report: Rc<str> = s.report_url.trim_end_matches('/').into();
         let query: Query = {
             let client = client.clone();

@@ -75,7 +75,7 @@ impl Jsms {
     pub fn new(config: &SenderConfig) -> Result<Self, String> {
         let s: Settings = parse_settings(&config.settings)?;
         Ok(Self {
-            client: http_client(config.pool_size, Duration::from_millis(s.timeout_ms))?,
+            client: http_client(config, Duration::from_millis(s.timeout_ms))?,
             base: s.base_url.trim_end_matches('/').into(),
             key: s.app_key.into(),
             secret: s.master_secret.into(),

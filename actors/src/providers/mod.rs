@@ -110,14 +110,45 @@ pub fn build(config: &SenderConfig, deps: &ProviderDeps) -> Result<Rc<dyn Provid
 
 /// The HTTP client every HTTP provider uses: keep-alive pool sized to the channel's
 /// concurrency, a request timeout, no redirects (a redirect is an error, not a delivery).
-pub fn http_client(pool_size: usize, timeout: Duration) -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(pool_size.max(1))
+pub fn http_client(config: &SenderConfig, timeout: Duration) -> Result<reqwest::Client, String> {
+    init_tls();
+    let mut builder = reqwest::Client::builder()
+        .pool_max_idle_per_host(config.pool_size.max(1))
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
-        .redirect(reqwest::redirect::Policy::none())
+        .redirect(reqwest::redirect::Policy::none());
+    if let Some(path) = &config.tls_ca_file {
+        builder = builder.tls_certs_merge(tls_roots(path)?);
+    }
+    builder
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
+}
+
+/// Installs rustls' ring provider as the process default, which HTTPS clients need
+/// before they are built. Another component may have installed one already, which is as
+/// good.
+pub fn init_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The certificates of a PEM file of extra trusted roots (`settings.tls_ca_file`).
+pub fn tls_roots(path: &std::path::Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let pem = std::fs::read(path)
+        .map_err(|e| format!("settings.tls_ca_file: cannot read {}: {e}", path.display()))?;
+    let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+        format!(
+            "settings.tls_ca_file: {} is not PEM certificates: {e}",
+            path.display()
+        )
+    })?;
+    if certs.is_empty() {
+        return Err(format!(
+            "settings.tls_ca_file: {} holds no certificate",
+            path.display()
+        ));
+    }
+    Ok(certs)
 }
 
 fn default_timeout_ms() -> u64 {
@@ -128,6 +159,9 @@ fn default_timeout_ms() -> u64 {
 /// provider's own (for `check-config` and `PUT /admin/channels/{code}`).
 pub fn check_channel(entry: &crate::directory::ChannelEntry) -> Result<(), String> {
     let config = crate::channel::sender_config(entry)?;
+    if let Some(path) = &config.tls_ca_file {
+        tls_roots(path)?;
+    }
     check_settings(entry.channel_type, &config.settings)
 }
 

@@ -72,7 +72,7 @@ impl Robot {
         let s: Settings = parse_settings(&config.settings)?;
         check(&s)?;
         Ok(Self {
-            client: http_client(config.pool_size, Duration::from_millis(s.timeout_ms))?,
+            client: http_client(config, Duration::from_millis(s.timeout_ms))?,
             base: s.base_url.trim_end_matches('/').into(),
             secret: s.secret.map(Into::into),
         })

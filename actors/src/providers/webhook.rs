@@ -91,7 +91,7 @@ impl Webhook {
     pub fn new(config: &SenderConfig) -> Result<Self, String> {
         let s: Settings = parse_settings(&config.settings)?;
         Ok(Self {
-            client: http_client(config.pool_size, Duration::from_millis(s.timeout_ms))?,
+            client: http_client(config, Duration::from_millis(s.timeout_ms))?,
             key: secret_key(&s.secret)?.into(),
             recent: RefCell::new(VecDeque::with_capacity(RECENT)),
             urls: RefCell::new(HashMap::new()),

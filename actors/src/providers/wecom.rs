@@ -64,7 +64,7 @@ fn check(a: &Answer) -> Result<(), ProviderError> {
 impl Wecom {
     pub fn new(config: &SenderConfig) -> Result<Self, String> {
         let s: Settings = parse_settings(&config.settings)?;
-        let client = http_client(config.pool_size, Duration::from_millis(s.timeout_ms))?;
+        let client = http_client(config, Duration::from_millis(s.timeout_ms))?;
         let base: Rc<str> = s.base_url.trim_end_matches('/').into();
         let fetch: Fetch = {
             let client = client.clone();

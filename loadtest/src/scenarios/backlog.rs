@@ -362,7 +362,7 @@ pub async fn run(ctx: &mut Ctx, a: &BacklogArgs, setup: Setup) -> Result<()> {
             deliver::message_body(&format!("{prefix}{i}"), &users, &[CHANNEL], &content)
         })
     };
-    let http = reqwest::Client::builder()
+    let http = crate::http_builder()
         .timeout(Duration::from_secs(5))
         .build()?;
     let rss_idle = cpu::read_rss_bytes(pid)?;

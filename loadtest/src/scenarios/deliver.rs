@@ -113,7 +113,7 @@ const SEND_RETRIES: u32 = 50;
 impl Api {
     pub fn new(base_url: &str, app_key: &str, app_secret: &str) -> Result<Api> {
         Ok(Api {
-            client: reqwest::Client::builder()
+            client: crate::http_builder()
                 .timeout(API_TIMEOUT)
                 .pool_max_idle_per_host(64)
                 .build()?,

@@ -722,7 +722,7 @@ pub async fn run(ctx: &mut Ctx, a: &FanoutArgs, setup: Setup) -> Result<()> {
         api,
         db,
         app_id,
-        http: reqwest::Client::builder()
+        http: crate::http_builder()
             .timeout(Duration::from_secs(5))
             .build()?,
         users,

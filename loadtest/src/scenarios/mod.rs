@@ -111,7 +111,7 @@ impl Ctx {
         let index = self.next_index;
         self.next_index += 1;
         let id = format!("{}{index}", self.prefix("p"));
-        let client = reqwest::Client::builder()
+        let client = crate::http_builder()
             .timeout(Duration::from_secs(10))
             .build()?;
         let resp = client

@@ -34,6 +34,7 @@ pub fn start(cfg: SimConfig) -> SimHandle {
 }
 
 pub fn client() -> reqwest::Client {
+    umsd_sim::init_tls();
     reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()

@@ -80,6 +80,7 @@ async fn latency_and_held_requests() {
         timeout_next: 1,
         ..Faults::default()
     });
+    umsd_sim::init_tls();
     let short = reqwest::Client::builder()
         .timeout(Duration::from_millis(300))
         .build()
