@@ -16,7 +16,7 @@
 //! queue only when its outcome is written, so after a crash it is sent again (see the
 //! duplicate window in `docs/operations.md`).
 
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 use std::num::NonZeroU32;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -252,6 +252,34 @@ fn limiter(rate: Option<f64>, burst: Option<u32>) -> Option<Limiter> {
 #[rtype(result = "()")]
 pub struct Stop(pub oneshot::Sender<()>);
 
+/// A retry waiting for its backoff. Ordered so that the heap's top is the soonest due
+/// (and, at the same instant, the earliest queued).
+struct Delayed {
+    due: Instant,
+    seq: u64,
+    entry: Entry,
+}
+
+impl PartialEq for Delayed {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+
+impl Eq for Delayed {}
+
+impl PartialOrd for Delayed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Delayed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.due, other.seq).cmp(&(self.due, self.seq))
+    }
+}
+
 /// A provider call has finished.
 struct CallDone {
     entries: Vec<Entry>,
@@ -291,7 +319,9 @@ pub struct ChannelSender {
     limiter: Option<Limiter>,
     clock: DefaultClock,
     queues: PriorityQueues,
-    delayed: Vec<(Instant, Entry)>,
+    /// Retries waiting for their backoff, soonest first.
+    delayed: BinaryHeap<Delayed>,
+    delayed_seq: u64,
     in_flight: usize,
     in_flight_targets: usize,
     pulling: bool,
@@ -347,7 +377,8 @@ impl ChannelSender {
             limiter,
             clock: DefaultClock::default(),
             queues: PriorityQueues::new(aging),
-            delayed: Vec::new(),
+            delayed: BinaryHeap::new(),
+            delayed_seq: 0,
             in_flight: 0,
             in_flight_targets: 0,
             pulling: false,
@@ -594,17 +625,13 @@ impl ChannelSender {
             self.paused_until = None;
         }
         // Retries that are due go back to their queue (in front: they waited already).
-        if !self.delayed.is_empty() {
-            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.delayed)
-                .into_iter()
-                .partition(|(t, _)| *t <= now);
-            self.delayed = later;
-            for (_, e) in due {
-                self.queues.push_front(e);
+        while self.delayed.peek().is_some_and(|d| d.due <= now) {
+            if let Some(d) = self.delayed.pop() {
+                self.queues.push_front(d.entry);
             }
-            if let Some(next) = self.delayed.iter().map(|(t, _)| *t).min() {
-                self.pump_later(ctx, next);
-            }
+        }
+        if let Some(next) = self.delayed.peek().map(|d| d.due) {
+            self.pump_later(ctx, next);
         }
         let max_batch = provider.max_batch().max(1);
         while self.in_flight < self.config.pool_size
@@ -876,7 +903,12 @@ impl ChannelSender {
                             .retry_after
                             .unwrap_or_else(|| self.config.retry.delay(attempts));
                         e.delivery.attempts = attempts;
-                        self.delayed.push((now + wait, e));
+                        self.delayed_seq += 1;
+                        self.delayed.push(Delayed {
+                            due: now + wait,
+                            seq: self.delayed_seq,
+                            entry: e,
+                        });
                         release = false;
                     }
                 }
@@ -1038,6 +1070,35 @@ mod tests {
             app_id: 1,
             pages: 1,
         }
+    }
+
+    #[test]
+    fn retries_come_due_soonest_first_then_in_queue_order() {
+        let t0 = Instant::now();
+        let entry = |id: i64| Entry {
+            delivery: QueuedDelivery {
+                delivery_id: id,
+                priority: Priority::Normal,
+                message_pk: 1,
+                app_id: 1,
+                user_id: None,
+                address: String::new(),
+                attempts: 1,
+            },
+            since: t0,
+        };
+        let mut heap = BinaryHeap::new();
+        for (id, due_ms, seq) in [(1, 30, 1), (2, 10, 2), (3, 30, 3), (4, 20, 4)] {
+            heap.push(Delayed {
+                due: t0 + Duration::from_millis(due_ms),
+                seq,
+                entry: entry(id),
+            });
+        }
+        let order: Vec<i64> = std::iter::from_fn(|| heap.pop())
+            .map(|d| d.entry.delivery.delivery_id)
+            .collect();
+        assert_eq!(order, vec![2, 4, 1, 3]);
     }
 
     #[test]
