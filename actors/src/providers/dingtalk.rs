@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::poll::{provider_id, Answers, Poller, Query};
-use super::token::{with_token, Fetch, TokenCache};
+use super::token::{credential, with_token, Fetch, TokenCache};
 use super::{
     call, check_errcode, content_text, default_timeout_ms, http_client, parse_settings,
     token_answer, Answer, ProviderDeps,
@@ -78,6 +78,7 @@ impl Dingtalk {
         let s: Settings = parse_settings(&config.settings)?;
         let client = http_client(config, Duration::from_millis(s.timeout_ms))?;
         let base: Rc<str> = s.base_url.trim_end_matches('/').into();
+        let credential = credential("dingtalk", &base, &s.appkey, &s.appsecret);
         let fetch: Fetch = {
             let client = client.clone();
             let base = base.clone();
@@ -92,7 +93,7 @@ impl Dingtalk {
                 })
             })
         };
-        let tokens = TokenCache::new(&config.code, fetch);
+        let tokens = TokenCache::new(&config.code, &credential, fetch);
         let query: Query = {
             let client = client.clone();
             let base = base.clone();

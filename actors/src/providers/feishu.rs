@@ -15,7 +15,7 @@ use futures_util::future::LocalBoxFuture;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::token::{with_token, Fetch, TokenCache};
+use super::token::{credential, with_token, Fetch, TokenCache};
 use super::{
     call, content_text, default_timeout_ms, http_client, parse_settings, token_answer, Answer,
 };
@@ -79,6 +79,7 @@ impl Feishu {
         let s: Settings = parse_settings(&config.settings)?;
         let client = http_client(config, Duration::from_millis(s.timeout_ms))?;
         let base: Rc<str> = s.base_url.trim_end_matches('/').into();
+        let credential = credential("feishu", &base, &s.app_id, &s.app_secret);
         let fetch: Fetch = {
             let client = client.clone();
             let base = base.clone();
@@ -104,7 +105,7 @@ impl Feishu {
             client,
             base,
             id_type: s.receive_id_type.into(),
-            tokens: TokenCache::new(&config.code, fetch),
+            tokens: TokenCache::new(&config.code, &credential, fetch),
         })
     }
 }

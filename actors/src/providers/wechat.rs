@@ -13,7 +13,7 @@ use futures_util::future::LocalBoxFuture;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::token::{with_token, Fetch, TokenCache};
+use super::token::{credential, with_token, Fetch, TokenCache};
 use super::{
     call, check_errcode, default_timeout_ms, http_client, parse_settings, token_answer, Answer,
 };
@@ -76,6 +76,16 @@ impl Wechat {
         let s: Settings = parse_settings(&config.settings)?;
         let client = http_client(config, Duration::from_millis(s.timeout_ms))?;
         let base: Rc<str> = s.base_url.trim_end_matches('/').into();
+        let credential = credential(
+            if s.stable_token {
+                "wechat_oa:stable"
+            } else {
+                "wechat_oa"
+            },
+            &base,
+            &s.appid,
+            &s.secret,
+        );
         let fetch: Fetch = {
             let client = client.clone();
             let base = base.clone();
@@ -105,7 +115,7 @@ impl Wechat {
             quota_pause: Duration::from_secs(s.quota_pause_seconds),
             client,
             base,
-            tokens: TokenCache::new(&config.code, fetch),
+            tokens: TokenCache::new(&config.code, &credential, fetch),
         })
     }
 }

@@ -15,7 +15,7 @@ use futures_util::future::LocalBoxFuture;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::token::{with_token, Fetch, TokenCache};
+use super::token::{credential, with_token, Fetch, TokenCache};
 use super::{
     call, check_errcode, content_text, default_timeout_ms, http_client, parse_settings,
     token_answer, Answer,
@@ -66,6 +66,7 @@ impl Wecom {
         let s: Settings = parse_settings(&config.settings)?;
         let client = http_client(config, Duration::from_millis(s.timeout_ms))?;
         let base: Rc<str> = s.base_url.trim_end_matches('/').into();
+        let credential = credential("wecom", &base, &s.corpid, &s.corpsecret);
         let fetch: Fetch = {
             let client = client.clone();
             let base = base.clone();
@@ -84,7 +85,7 @@ impl Wecom {
             client,
             base,
             agentid: s.agentid,
-            tokens: TokenCache::new(&config.code, fetch),
+            tokens: TokenCache::new(&config.code, &credential, fetch),
         })
     }
 }
