@@ -24,6 +24,7 @@ mod server;
 pub mod sign;
 pub mod smtp;
 mod state;
+mod tls;
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};

@@ -45,7 +45,7 @@ pub(crate) fn start(cfg: SimConfig) -> io::Result<SimHandle> {
         None => (None, None),
     };
     let tls = if cfg.tls {
-        Some(crate::smtp::self_signed("localhost")?)
+        Some(crate::tls::self_signed("localhost")?)
     } else {
         None
     };

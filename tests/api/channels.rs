@@ -77,6 +77,32 @@ fn address(case: &Case, sim: &SimHandle, user: &str) -> String {
     }
 }
 
+/// Creates (or replaces) channel `code` through the admin API and grants it to the demo
+/// app; answers the channel as the API shows it.
+async fn add_channel(app: &TestApp, code: &str, channel: &Value) -> Value {
+    let res = app
+        .http
+        .put(app.url(&format!("/admin/channels/{code}")))
+        .bearer_auth(ADMIN)
+        .json(channel)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let res = app
+        .http
+        .put(app.url(&format!("/admin/apps/demo/grants/{code}")))
+        .bearer_auth(ADMIN)
+        .json(&json!({"enabled": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    body
+}
+
 struct Rig {
     app: TestApp,
     sim: SimHandle,
@@ -94,28 +120,14 @@ impl Rig {
             ..SimConfig::new(case.kind)
         })
         .unwrap();
-        let res = app
-            .http
-            .put(app.url(&format!("/admin/channels/{CODE}")))
-            .bearer_auth(ADMIN)
-            .json(&json!({"type": case.channel_type, "pool_size": 4, "settings": settings(case, &sim)}))
-            .send()
-            .await
-            .unwrap();
-        let status = res.status();
-        let body: Value = res.json().await.unwrap();
-        assert_eq!(status, 200, "{body}");
+        let body = add_channel(
+            &app,
+            CODE,
+            &json!({"type": case.channel_type, "pool_size": 4, "settings": settings(case, &sim)}),
+        )
+        .await;
         assert!(body["settings"].get("app_secret").is_none());
         assert!(body["settings"].get("secret").is_none());
-        let res = app
-            .http
-            .put(app.url(&format!("/admin/apps/demo/grants/{CODE}")))
-            .bearer_auth(ADMIN)
-            .json(&json!({"enabled": true}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
         Rig { app, sim }
     }
 
@@ -448,24 +460,12 @@ async fn webhook_over_https_trusts_the_channel_s_ca_file() {
             json!({"secret": secret, "max_attempts": 2, "retry_base_ms": 50}),
         ),
     ] {
-        let res = app
-            .http
-            .put(app.url(&format!("/admin/channels/{code}")))
-            .bearer_auth(ADMIN)
-            .json(&json!({"type": "webhook", "settings": settings}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
-        let res = app
-            .http
-            .put(app.url(&format!("/admin/apps/demo/grants/{code}")))
-            .bearer_auth(ADMIN)
-            .json(&json!({"enabled": true}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
+        add_channel(
+            &app,
+            code,
+            &json!({"type": "webhook", "settings": settings}),
+        )
+        .await;
     }
     // A CA file that is not there is refused when the channel is configured.
     let res = app
@@ -539,24 +539,12 @@ async fn read_receipts_come_back() {
         })
         .unwrap();
         let rig = Rig { app, sim };
-        let res = rig
-            .app
-            .http
-            .put(rig.app.url(&format!("/admin/channels/{CODE}")))
-            .bearer_auth(ADMIN)
-            .json(&json!({"type": ty, "settings": settings(&case, &rig.sim)}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
-        rig.app
-            .http
-            .put(rig.app.url(&format!("/admin/apps/demo/grants/{CODE}")))
-            .bearer_auth(ADMIN)
-            .json(&json!({"enabled": true}))
-            .send()
-            .await
-            .unwrap();
+        add_channel(
+            &rig.app,
+            CODE,
+            &json!({"type": ty, "settings": settings(&case, &rig.sim)}),
+        )
+        .await;
         rig.user(&case, "r1").await;
         let id = rig.send(&case, &["r1"]).await;
         let d = rig
@@ -592,26 +580,16 @@ async fn email_over_smtp_in_every_tls_mode() {
         })
         .unwrap();
         let app = TestApp::spawn().await;
-        let res = app
-            .http
-            .put(app.url("/admin/channels/mail"))
-            .bearer_auth(ADMIN)
-            .json(&json!({"type": "email", "pool_size": 2, "settings": {
+        add_channel(
+            &app,
+            "mail",
+            &json!({"type": "email", "pool_size": 2, "settings": {
                 "host": "127.0.0.1", "port": sink.addr().port(), "tls": mode,
                 "accept_invalid_certs": true, "from": "UMS <noreply@example.com>",
                 "max_attempts": 2, "retry_base_ms": 100,
-            }}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200, "{}", res.text().await.unwrap());
-        app.http
-            .put(app.url("/admin/apps/demo/grants/mail"))
-            .bearer_auth(ADMIN)
-            .json(&json!({"enabled": true}))
-            .send()
-            .await
-            .unwrap();
+            }}),
+        )
+        .await;
         for (u, addr) in [
             ("e1", "e1@example.com"),
             ("e2", "reject@example.com"),
