@@ -40,6 +40,8 @@ pub struct Config {
     pub simulators: Vec<umsd_sim::SimConfig>,
     /// An SMTP sink started inside umsd (the demo's email channel points at it).
     pub smtp_simulator: Option<umsd_sim::smtp::SmtpConfig>,
+    /// A CMPP gateway (ISMG) simulator started inside umsd (the demo's SMS channel).
+    pub ismg_simulator: Option<umsd_sim::ismg::IsmgConfig>,
 }
 
 impl Default for Config {
@@ -60,6 +62,7 @@ impl Default for Config {
             channels: Vec::new(),
             simulators: Vec::new(),
             smtp_simulator: None,
+            ismg_simulator: None,
         }
     }
 }

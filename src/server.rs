@@ -117,6 +117,7 @@ pub struct Running {
 pub struct Simulators {
     http: Vec<umsd_sim::SimHandle>,
     smtp: Option<umsd_sim::smtp::SmtpHandle>,
+    ismg: Option<umsd_sim::ismg::IsmgHandle>,
 }
 
 impl Simulators {
@@ -136,6 +137,12 @@ impl Simulators {
             tracing::info!(addr = %handle.addr(), "SMTP simulator started");
             sims.smtp = Some(handle);
         }
+        if let Some(ismg) = &config.ismg_simulator {
+            let handle = umsd_sim::ismg::start(ismg.clone())
+                .with_context(|| format!("cannot start the CMPP simulator on {}", ismg.listen))?;
+            tracing::info!(addr = %handle.addr(), "CMPP gateway simulator started");
+            sims.ismg = Some(handle);
+        }
         Ok(sims)
     }
 
@@ -144,6 +151,9 @@ impl Simulators {
             s.shutdown();
         }
         if let Some(s) = self.smtp {
+            s.shutdown();
+        }
+        if let Some(s) = self.ismg {
             s.shutdown();
         }
     }
@@ -308,6 +318,7 @@ fn example_content(ty: &str) -> Option<&'static str> {
         "dingtalk" | "wecom" | "feishu" => r#"{"text":"Your order has shipped"}"#,
         "jpush" => r#"{"title":"Hello","alert":"Your order has shipped"}"#,
         "jsms" => r#"{"template_id":1,"params":{"order":"1234"}}"#,
+        "sms_cmpp" => r#"{"text":"Your order 1234 has shipped."}"#,
         "wechat_oa" => r#"{"template_id":"order-shipped","data":{"order":{"value":"1234"}}}"#,
         "webhook" => r#"{"body":{"order":1234,"status":"shipped"}}"#,
         _ => return None,
@@ -318,7 +329,7 @@ fn example_content(ty: &str) -> Option<&'static str> {
 fn example_binding(config: &Config, ty: &str) -> Option<String> {
     let value = match ty {
         "email" => "u1@example.com".to_owned(),
-        "jsms" => "+8613800138000".to_owned(),
+        "jsms" | "sms_cmpp" => "+8613800138000".to_owned(),
         "dingtalk" | "wecom" | "feishu" | "jpush" => format!("{ty}-u1"),
         "wechat_oa" => "o-u1".to_owned(),
         "webhook" => {
@@ -331,7 +342,7 @@ fn example_binding(config: &Config, ty: &str) -> Option<String> {
         _ => return None,
     };
     let binding_type = match ty {
-        "jsms" => "phone",
+        "jsms" | "sms_cmpp" => "phone",
         "wechat_oa" => "wechat_openid",
         other => other,
     };
@@ -355,10 +366,13 @@ fn print_hints(config: &Config, addr: SocketAddr) {
     if channels.is_empty() {
         return;
     }
-    let bindings: Vec<String> = channels
+    let mut bindings: Vec<String> = channels
         .iter()
         .filter_map(|(_, ty)| example_binding(config, ty))
         .collect();
+    // Both SMS channels use the same phone binding.
+    bindings.sort();
+    bindings.dedup();
     let codes: Vec<String> = channels.iter().map(|(c, _)| format!("\"{c}\"")).collect();
     let content: Vec<String> = channels
         .iter()

@@ -3,6 +3,7 @@
 //! this crate, never the other way round.
 
 pub mod channel;
+pub mod cmpp;
 pub mod directory;
 pub mod domain;
 pub mod ingest;

@@ -68,6 +68,34 @@ pub const STATUS_BATCH_SIZE: &str = "umsd_status_batch_size";
 /// Gauge: status changes and receipts waiting to be written.
 pub const STATUS_PENDING: &str = "umsd_status_pending";
 
+/// Gauge: CMPP sessions of a channel by `channel` and `state` (connecting, logging_in,
+/// ready, paused, backing_off).
+pub const CMPP_SESSIONS: &str = "umsd_cmpp_sessions";
+/// Gauge: SUBMITs sent and not yet answered (the sessions' windows together), by `channel`.
+pub const CMPP_WINDOW_IN_FLIGHT: &str = "umsd_cmpp_window_in_flight";
+/// Counter: SUBMIT outcomes by `channel` and `result` (the SUBMIT_RESP Result: 0, 8, …,
+/// `other` above 13, or `timeout` when no answer came after every try).
+pub const CMPP_SUBMITS_TOTAL: &str = "umsd_cmpp_submits_total";
+/// Counter: SUBMIT_RESP Result 8 (flow control) answers, by `channel`.
+pub const CMPP_FLOW_CONTROL_TOTAL: &str = "umsd_cmpp_flow_control_total";
+/// Counter: SUBMITs sent again after the response timeout, by `channel`.
+pub const CMPP_RESENDS_TOTAL: &str = "umsd_cmpp_resends_total";
+/// Counter: sessions lost and connected again, by `channel`.
+pub const CMPP_RECONNECTS_TOTAL: &str = "umsd_cmpp_reconnects_total";
+/// Counter: CONNECT refusals by `channel` and `status` (the CONNECT_RESP Status; 3 =
+/// wrong credentials), plus `authenticator` when the gateway's AuthenticatorISMG is wrong
+/// and verification is on.
+pub const CMPP_LOGIN_FAILURES_TOTAL: &str = "umsd_cmpp_login_failures_total";
+/// Histogram: SUBMIT → SUBMIT_RESP, by `channel`.
+pub const CMPP_SUBMIT_RESP_SECONDS: &str = "umsd_cmpp_submit_resp_seconds";
+/// Histogram: SUBMIT → its status report, by `channel`.
+pub const CMPP_SUBMIT_TO_REPORT_SECONDS: &str = "umsd_cmpp_submit_to_report_seconds";
+/// Counter: DELIVERs received by `channel` and `kind` (report, mo).
+pub const CMPP_DELIVERS_TOTAL: &str = "umsd_cmpp_delivers_total";
+/// Gauge: 1 while a channel has a configuration problem (e.g. refused credentials), by
+/// `channel`.
+pub const CHANNEL_PROBLEM: &str = "umsd_channel_problem";
+
 /// Bucket bounds for latency histograms, in seconds (100 µs … 10 s).
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -77,6 +105,11 @@ pub const LATENCY_BUCKETS: &[f64] = &[
 /// Bucket bounds for batch sizes.
 pub const BATCH_BUCKETS: &[f64] = &[
     1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0,
+];
+
+/// Bucket bounds for slow outcomes such as status reports, in seconds (10 ms … 2 h).
+pub const SLOW_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 7200.0,
 ];
 
 /// Histograms and their buckets, for the exporter.
@@ -90,6 +123,8 @@ pub const HISTOGRAMS: &[(&str, &[f64])] = &[
     (PROVIDER_REQUEST_DURATION_SECONDS, LATENCY_BUCKETS),
     (ACCEPT_TO_SUBMIT_SECONDS, LATENCY_BUCKETS),
     (STATUS_BATCH_SIZE, BATCH_BUCKETS),
+    (CMPP_SUBMIT_RESP_SECONDS, LATENCY_BUCKETS),
+    (CMPP_SUBMIT_TO_REPORT_SECONDS, SLOW_BUCKETS),
 ];
 
 /// Registers help texts with the installed recorder.
@@ -188,5 +223,45 @@ pub fn describe() {
     describe_gauge!(
         STATUS_PENDING,
         "Status changes and receipts waiting to be written"
+    );
+    describe_gauge!(CMPP_SESSIONS, "CMPP sessions by channel and state");
+    describe_gauge!(
+        CMPP_WINDOW_IN_FLIGHT,
+        "CMPP SUBMITs sent and not yet answered, by channel"
+    );
+    describe_counter!(
+        CMPP_SUBMITS_TOTAL,
+        "CMPP SUBMIT outcomes by channel and result"
+    );
+    describe_counter!(
+        CMPP_FLOW_CONTROL_TOTAL,
+        "CMPP SUBMIT_RESP Result 8 (flow control) answers, by channel"
+    );
+    describe_counter!(
+        CMPP_RESENDS_TOTAL,
+        "CMPP SUBMITs sent again after the response timeout"
+    );
+    describe_counter!(
+        CMPP_RECONNECTS_TOTAL,
+        "CMPP sessions lost and connected again"
+    );
+    describe_counter!(
+        CMPP_LOGIN_FAILURES_TOTAL,
+        "CMPP logins refused, by channel and CONNECT_RESP status"
+    );
+    describe_histogram!(
+        CMPP_SUBMIT_RESP_SECONDS,
+        Unit::Seconds,
+        "CMPP SUBMIT to SUBMIT_RESP latency"
+    );
+    describe_histogram!(
+        CMPP_SUBMIT_TO_REPORT_SECONDS,
+        Unit::Seconds,
+        "CMPP SUBMIT to status report latency"
+    );
+    describe_counter!(CMPP_DELIVERS_TOTAL, "CMPP DELIVERs received, by kind");
+    describe_gauge!(
+        CHANNEL_PROBLEM,
+        "1 while a channel has a configuration problem (e.g. refused credentials)"
     );
 }

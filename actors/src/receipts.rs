@@ -28,7 +28,7 @@ use tokio::sync::oneshot;
 
 use crate::domain::DeliveryState;
 use crate::metrics as m;
-use crate::store::deliveries::StatusChange;
+use crate::store::deliveries::{Matched, PartsTally, StatusChange};
 use crate::store::Store;
 
 /// Most changes written in one transaction.
@@ -130,6 +130,11 @@ pub struct Receipts {
     lanes: [Lane; LANES],
     finishes: Vec<PendingFinish>,
     waiters: Vec<oneshot::Sender<()>>,
+}
+
+/// Receipt states that settle one part of a delivery sent in several.
+fn is_part_outcome(state: DeliveryState) -> bool {
+    matches!(state, DeliveryState::Delivered | DeliveryState::Undelivered)
 }
 
 /// The states a receipt may move a delivery from.
@@ -280,6 +285,8 @@ impl Receipts {
 }
 
 type HeldBack = Vec<Held>;
+/// Per channel: (provider id, state) of each part report, and the deliveries they name.
+type PartReports = (Vec<(String, DeliveryState)>, Vec<i64>);
 
 /// One flush: receipts are matched to deliveries, then everything is applied in rounds
 /// with at most one change per delivery each (an `UPDATE … FROM` applies only one).
@@ -310,26 +317,68 @@ async fn write(
                 .push(pid.clone());
         }
     }
-    let mut matched: HashMap<(String, String), (i64, i64)> = HashMap::new();
+    let mut matched: HashMap<(String, String), Matched> = HashMap::new();
     for (ch, pids) in by_channel {
         match store.match_provider_ids(ch, &pids).await {
             Ok(found) => {
-                for (pid, ids) in found {
-                    matched.insert((ch.to_owned(), pid), ids);
+                for (pid, m) in found {
+                    matched.insert((ch.to_owned(), pid), m);
                 }
             }
             Err(e) => return Err((e, due)),
         }
     }
+    // Deliveries sent in several parts: record each part's outcome, then see how they stand.
+    let mut part_reports: HashMap<&str, PartReports> = HashMap::new();
+    for h in &due {
+        if let ReceiptKey::Provider(pid) = &h.event.key {
+            if let Some(m) = matched.get(&(h.event.channel.clone(), pid.clone())) {
+                if m.parts > 1 && is_part_outcome(h.event.state) {
+                    let e = part_reports.entry(h.event.channel.as_str()).or_default();
+                    e.0.push((pid.clone(), h.event.state));
+                    e.1.push(m.delivery_id);
+                }
+            }
+        }
+    }
+    let mut tallies: HashMap<i64, PartsTally> = HashMap::new();
+    for (ch, (reports, ids)) in part_reports {
+        match store.record_parts(ch, &reports, &ids).await {
+            Ok(t) => tallies.extend(t),
+            Err(e) => return Err((e, due)),
+        }
+    }
+    // One verdict per delivery sent in parts.
+    let mut decided: HashSet<i64> = HashSet::new();
     let now = Instant::now();
     let mut held = Vec::new();
     let mut receipt_count: HashMap<(String, &'static str), u64> = HashMap::new();
     for mut h in due {
         let id = match &h.event.key {
             ReceiptKey::Delivery { id, message_pk } => Some((*id, *message_pk)),
-            ReceiptKey::Provider(pid) => matched
-                .get(&(h.event.channel.clone(), pid.clone()))
-                .copied(),
+            ReceiptKey::Provider(pid) => {
+                match matched.get(&(h.event.channel.clone(), pid.clone())) {
+                    Some(m) if m.parts > 1 && is_part_outcome(h.event.state) => {
+                        *receipt_count
+                            .entry((h.event.channel.clone(), "part"))
+                            .or_default() += 1;
+                        let Some(t) = tallies.get(&m.delivery_id) else {
+                            continue;
+                        };
+                        let complete = match h.event.state {
+                            // The first failed part fails the delivery.
+                            DeliveryState::Undelivered => true,
+                            _ => t.failed == 0 && t.delivered >= t.parts,
+                        };
+                        if !complete || !decided.insert(m.delivery_id) {
+                            continue;
+                        }
+                        Some((m.delivery_id, m.message_pk))
+                    }
+                    Some(m) => Some((m.delivery_id, m.message_pk)),
+                    None => None,
+                }
+            }
         };
         match id {
             Some((id, message_pk)) => {
@@ -346,6 +395,7 @@ async fn write(
                     reason: h.event.reason.clone(),
                     attempts: 0,
                     expect_receipt: None,
+                    segments: Vec::new(),
                     at: h.event.at,
                 });
             }

@@ -13,11 +13,13 @@
 //! - `GET /_sim/faults` / `POST /_sim/faults`: read or replace the [`Faults`]
 //! - `GET /_sim/config`: the effective [`SimConfig`] (with the credentials it accepts)
 //!
-//! [`smtp`] holds an SMTP sink for the e-mail channel.
+//! [`smtp`] holds an SMTP sink for the e-mail channel, [`ismg`] a CMPP gateway (ISMG) for
+//! the SMS channel.
 //!
 //! The simulators never reach anything but the callback URL they are given.
 
 mod http;
+pub mod ismg;
 mod providers;
 mod receipts;
 mod server;

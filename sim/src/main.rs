@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
+use umsd_sim::ismg::{self, IsmgConfig};
 use umsd_sim::smtp::{self, SmtpConfig};
 use umsd_sim::{Kind, OutcomeMix, SimConfig};
 
@@ -15,7 +16,8 @@ use umsd_sim::{Kind, OutcomeMix, SimConfig};
     version,
     about = "Local simulators of the messaging providers umsd delivers through",
     long_about = "Runs one simulator from flags (--kind …), several from --config (a JSON \
-                  array of simulator configs), and/or an SMTP sink (--smtp). Prints one \
+                  array of simulator configs), an SMTP sink (--smtp) and/or a CMPP gateway \
+                  (--ismg, --ismg-config). Prints one \
                   line per listener and runs until SIGINT or SIGTERM. Each HTTP simulator \
                   also serves GET /_sim/stats, GET /_sim/received?limit=N and \
                   POST /_sim/faults."
@@ -67,6 +69,14 @@ struct Cli {
     /// Speak implicit TLS (SMTPS) on the SMTP sink instead.
     #[arg(long)]
     smtp_implicit_tls: bool,
+    /// Also run a CMPP 2.0/3.0 gateway (ISMG) on this address, e.g. 127.0.0.1:7890
+    /// (default account 900001, password 888888).
+    #[arg(long)]
+    ismg: Option<SocketAddr>,
+    /// JSON file holding the gateway's configuration (accounts, window, rate, report
+    /// delay, Stat mix, …); --ismg overrides its listen address.
+    #[arg(long)]
+    ismg_config: Option<PathBuf>,
 }
 
 fn parse_outcomes(s: &str) -> Result<OutcomeMix, String> {
@@ -110,17 +120,35 @@ fn configs(cli: &Cli) -> Result<Vec<SimConfig>, String> {
     Ok(out)
 }
 
+fn ismg_config(cli: &Cli) -> Result<Option<IsmgConfig>, String> {
+    let mut cfg = match &cli.ismg_config {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let cfg: IsmgConfig =
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            cfg
+        }
+        None if cli.ismg.is_some() => IsmgConfig::default(),
+        None => return Ok(None),
+    };
+    if let Some(listen) = cli.ismg {
+        cfg.listen = listen;
+    }
+    Ok(Some(cfg))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let configs = match configs(&cli) {
+    let (configs, ismg_cfg) = match configs(&cli).and_then(|c| Ok((c, ismg_config(&cli)?))) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("umsd-sim: {e}");
             return ExitCode::from(2);
         }
     };
-    if configs.is_empty() && cli.smtp.is_none() {
-        eprintln!("umsd-sim: nothing to run: give --kind, --config or --smtp");
+    if configs.is_empty() && cli.smtp.is_none() && ismg_cfg.is_none() {
+        eprintln!("umsd-sim: nothing to run: give --kind, --config, --smtp or --ismg");
         return ExitCode::from(2);
     }
 
@@ -169,10 +197,33 @@ fn main() -> ExitCode {
         }
     }
 
+    let mut ismg_sim = None;
+    if let Some(cfg) = ismg_cfg {
+        let listen = cfg.listen;
+        match ismg::start(cfg) {
+            Ok(h) => {
+                let cfg = h.config();
+                let accounts: Vec<&str> = cfg.accounts.iter().map(|a| a.account.as_str()).collect();
+                println!(
+                    "ismg listening on cmpp://{} (gateway {}, accounts {})",
+                    h.addr(),
+                    cfg.gateway_id,
+                    accounts.join(", ")
+                );
+                ismg_sim = Some(h);
+            }
+            Err(e) => {
+                eprintln!("umsd-sim: ismg on {listen}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+
     if let Err(e) = wait_for_signal() {
         eprintln!("umsd-sim: cannot wait for signals: {e}");
         return ExitCode::FAILURE;
     }
+    drop(ismg_sim);
     drop(smtp_sink);
     drop(sims);
     ExitCode::SUCCESS

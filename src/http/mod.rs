@@ -7,6 +7,7 @@ pub mod callbacks;
 pub mod error;
 pub mod inbox;
 pub mod messages;
+pub mod mo;
 pub mod ops;
 pub mod users;
 
@@ -47,6 +48,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, bench: bool) {
     cfg.configure(messages::routes)
         .configure(users::routes)
         .configure(inbox::routes)
+        .configure(mo::routes)
         .configure(callbacks::routes)
         .configure(admin::routes)
         .configure(ops::routes);

@@ -16,6 +16,7 @@ mod channels;
 mod delivery;
 mod failures;
 mod send;
+mod sms;
 mod users;
 
 use reqwest::StatusCode;
@@ -60,7 +61,12 @@ pub fn base_config(pg: &tokio_postgres::Config) -> Config {
     c.bench.null_route = true;
     c.channels = vec![
         channel("inbox", "inbox", true),
-        channel("sms", "sms_cmpp", true),
+        // A gateway that is never there: its deliveries stay queued.
+        ChannelConfig {
+            settings: json!({"host": "127.0.0.1", "port": 9, "account": "900001",
+                             "password": "888888", "src_id": "10690001"}),
+            ..channel("sms", "sms_cmpp", true)
+        },
         ChannelConfig {
             settings: json!({"host": "127.0.0.1", "port": 9, "tls": "none",
                              "from": "UMS <noreply@example.com>"}),

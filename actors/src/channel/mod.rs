@@ -151,11 +151,14 @@ pub enum Attempt {
     /// The provider took it. `delivered`: acceptance is the delivery (inbox, webhook 2xx,
     /// SMTP 250, WeCom, Feishu); otherwise a delivery receipt is to come. `receipts`:
     /// later receipts (delivered, read, clicked) will name `provider_id`, so it is
-    /// recorded for matching them.
+    /// recorded for matching them. `segments`: a message sent in several parts (a long
+    /// SMS) has one provider id per part, each with its own receipt; the delivery is
+    /// delivered once every part is (empty: one part, named by `provider_id`).
     Accepted {
         provider_id: Option<String>,
         delivered: bool,
         receipts: bool,
+        segments: Vec<String>,
     },
     Failed(ProviderError),
 }
@@ -170,6 +173,29 @@ pub trait Provider {
 
     /// Sends one batch; answers one [`Attempt`] per target, by delivery id.
     fn send(&self, batch: Batch) -> LocalBoxFuture<'static, Vec<(i64, Attempt)>>;
+
+    /// Rate-limit permits one target of this content takes: what the provider counts
+    /// against the channel's rate (a long SMS is one submit per segment).
+    fn cost(&self, _content: &Value) -> u32 {
+        1
+    }
+
+    /// Live state beyond the sender's own (e.g. CMPP sessions), for `GET /admin/channels`.
+    fn live(&self) -> Option<Value> {
+        None
+    }
+
+    /// A configuration problem the provider found while running (e.g. a gateway refusing
+    /// the credentials), reported on `/readyz` and `GET /admin/channels`.
+    fn problem(&self) -> Option<String> {
+        None
+    }
+
+    /// The sender is stopping and nothing is in flight: close connections politely. The
+    /// sender reports itself stopped when this is done.
+    fn close(&self) -> LocalBoxFuture<'static, ()> {
+        Box::pin(async {})
+    }
 }
 
 impl Attempt {
@@ -179,6 +205,7 @@ impl Attempt {
             provider_id,
             delivered: true,
             receipts: false,
+            segments: Vec::new(),
         }
     }
 
@@ -188,6 +215,21 @@ impl Attempt {
             provider_id: Some(provider_id),
             delivered: false,
             receipts: true,
+            segments: Vec::new(),
+        }
+    }
+
+    /// Accepted in several parts, each with its own provider id and receipt; the delivery
+    /// shows them comma-separated as its provider id.
+    pub fn submitted_in_parts(mut parts: Vec<String>) -> Self {
+        if parts.len() <= 1 {
+            return Self::submitted(parts.pop().unwrap_or_default());
+        }
+        Attempt::Accepted {
+            provider_id: Some(parts.join(",")),
+            delivered: false,
+            receipts: true,
+            segments: parts,
         }
     }
 }
@@ -281,6 +323,17 @@ pub fn sender_config(
         Some(_) => return Err("settings.tls_ca_file: the path of a PEM file".into()),
     };
     let pool_size = match entry.pool_size {
+        // A CMPP account keeps every session's window full.
+        None if entry.channel_type == ChannelType::SmsCmpp => {
+            let knob = |key: &str, default: u64| {
+                provider
+                    .get(key)
+                    .and_then(Value::as_u64)
+                    .unwrap_or(default)
+                    .clamp(1, 1024)
+            };
+            (knob("max_connections", 1) * knob("window", 16)).min(1024) as usize
+        }
         None => 8,
         Some(n) if (1..=1024).contains(&n) => n as usize,
         Some(_) => return Err("pool_size: from 1 to 1024".into()),

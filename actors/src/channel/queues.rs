@@ -77,15 +77,15 @@ impl PriorityQueues {
 
     /// How many entries the next batch would take: the head of the chosen queue and the
     /// entries right behind it of the same message, up to `max`.
-    pub fn peek_batch(&self, now: Instant, max: usize) -> Option<usize> {
+    pub fn peek_batch(&self, now: Instant, max: usize) -> Option<(usize, i64)> {
         let q = &self.queues[self.pick(now)?];
         let first = q.front()?.delivery.message_pk;
-        Some(
-            q.iter()
-                .take(max.max(1))
-                .take_while(|e| e.delivery.message_pk == first)
-                .count(),
-        )
+        let n = q
+            .iter()
+            .take(max.max(1))
+            .take_while(|e| e.delivery.message_pk == first)
+            .count();
+        Some((n, first))
     }
 
     /// Takes the batch `peek_batch` described (`n` entries from the chosen queue).
@@ -124,7 +124,7 @@ mod tests {
         q.push(d(3, 12, Priority::High), now);
         q.push(d(4, 12, Priority::High), now);
         q.push(d(5, 13, Priority::High), now);
-        assert_eq!(q.peek_batch(now, 10), Some(2));
+        assert_eq!(q.peek_batch(now, 10).map(|b| b.0), Some(2));
         let b = q.take_batch(now, 2);
         assert_eq!(
             b.iter().map(|e| e.delivery.delivery_id).collect::<Vec<_>>(),

@@ -93,6 +93,8 @@ struct MessageWork {
     /// Content for this channel and the message's expiry (`None` when it has none).
     content: Option<Content>,
     content_loaded: bool,
+    /// Rate-limit permits per delivery (the provider's [`Provider::cost`] of the content).
+    cost: Option<u32>,
     /// Its deliveries held in memory (queued, waiting to retry, in flight).
     held: usize,
     /// Its dispatch row is being removed.
@@ -107,6 +109,7 @@ impl MessageWork {
             drained_at: None,
             content: None,
             content_loaded: false,
+            cost: None,
             held: 0,
             finishing: false,
         }
@@ -302,6 +305,10 @@ pub struct SenderState {
     pub in_flight: usize,
     pub paused_for_ms: u64,
     pub error: Option<String>,
+    /// A configuration problem found while running (e.g. credentials refused).
+    pub problem: Option<String>,
+    /// The provider's own live state (e.g. CMPP sessions).
+    pub provider: Option<serde_json::Value>,
 }
 
 #[derive(Message)]
@@ -602,6 +609,7 @@ impl ChannelSender {
                 reason: Some("the message has no content for this channel".into()),
                 attempts: r.attempts,
                 expect_receipt: None,
+                segments: Vec::new(),
                 at,
             })
             .collect();
@@ -642,11 +650,26 @@ impl ChannelSender {
                 .limiter
                 .as_ref()
                 .map_or(max_batch, |l| max_batch.min(l.burst as usize));
-            let Some(n) = self.queues.peek_batch(now, cap) else {
+            let Some((n, message_pk)) = self.queues.peek_batch(now, cap) else {
                 break;
             };
             if let Some(l) = &self.limiter {
-                let permits = NonZeroU32::new(n as u32).unwrap_or(NonZeroU32::MIN);
+                let cost = self.works.get_mut(&message_pk).map_or(1, |w| match w.cost {
+                    Some(c) => c,
+                    None => {
+                        let c = w
+                            .content
+                            .as_ref()
+                            .map_or(1, |(content, _)| provider.cost(content).max(1));
+                        if w.content_loaded {
+                            w.cost = Some(c);
+                        }
+                        c
+                    }
+                });
+                // A batch never asks for more than the burst, or it would wait forever.
+                let permits = (n as u32).saturating_mul(cost).min(l.burst);
+                let permits = NonZeroU32::new(permits).unwrap_or(NonZeroU32::MIN);
                 match l.limiter.check_n(permits) {
                     Ok(Ok(())) => {}
                     Ok(Err(not_until)) => {
@@ -775,12 +798,21 @@ impl ChannelSender {
                 self.flush_changes(ctx);
             }
             if self.unacked == 0 {
-                if let Some(waiters) = self.stopping.take() {
-                    for w in waiters {
-                        let _ = w.send(());
-                    }
-                }
-                ctx.stop();
+                let waiters = self.stopping.take().unwrap_or_default();
+                // Connections are closed politely (e.g. CMPP TERMINATE) before the
+                // sender says it has stopped.
+                let close = match &self.provider {
+                    Some(p) => p.close(),
+                    None => Box::pin(async {}),
+                };
+                ctx.wait(
+                    actix::fut::wrap_future(close).map(move |_, _: &mut Self, ctx| {
+                        for w in waiters {
+                            let _ = w.send(());
+                        }
+                        ctx.stop();
+                    }),
+                );
                 return;
             }
         }
@@ -830,6 +862,7 @@ impl ChannelSender {
                     provider_id,
                     delivered,
                     receipts,
+                    segments,
                 } => {
                     counts[if delivered { 0 } else { 1 }] += 1;
                     let lag = at - id_time(d.message_pk);
@@ -846,6 +879,7 @@ impl ChannelSender {
                         message_pk,
                         from: &[DeliveryState::Queued],
                         expect_receipt: if receipts { provider_id.clone() } else { None },
+                        segments: if receipts { segments } else { Vec::new() },
                         provider_id,
                         code: None,
                         reason: None,
@@ -881,6 +915,7 @@ impl ChannelSender {
                             reason,
                             attempts,
                             expect_receipt: None,
+                            segments: Vec::new(),
                             at,
                         });
                     } else {
@@ -897,6 +932,7 @@ impl ChannelSender {
                             reason,
                             attempts,
                             expect_receipt: None,
+                            segments: Vec::new(),
                             at,
                         });
                         let wait = err
@@ -1055,6 +1091,8 @@ impl Handler<GetState> for ChannelSender {
                 u.saturating_duration_since(Instant::now()).as_millis() as u64
             }),
             error: self.provider_error.clone(),
+            problem: self.provider.as_ref().and_then(|p| p.problem()),
+            provider: self.provider.as_ref().and_then(|p| p.live()),
         })
     }
 }

@@ -163,6 +163,7 @@ impl Provider for Feishu {
                             provider_id: Some(id.to_owned()),
                             delivered: true,
                             receipts: true,
+                            segments: Vec::new(),
                         },
                         None => Attempt::delivered(None),
                     },

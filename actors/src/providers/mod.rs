@@ -76,7 +76,8 @@ pub fn check_settings(ty: ChannelType, settings: &Value) -> Result<(), String> {
         ChannelType::WechatOa => parse_settings::<wechat::Settings>(settings).map(|_| ()),
         // Types whose clients come later accept any settings; their senders report that
         // they cannot start and their deliveries stay queued.
-        ChannelType::SmsCmpp | ChannelType::WechatMp | ChannelType::Alipay => Ok(()),
+        ChannelType::SmsCmpp => crate::cmpp::settings::parse(settings).map(|_| ()),
+        ChannelType::WechatMp | ChannelType::Alipay => Ok(()),
     }
 }
 
@@ -101,6 +102,7 @@ pub fn build(config: &SenderConfig, deps: &ProviderDeps) -> Result<Rc<dyn Provid
         ChannelType::Jpush => Ok(Rc::new(jpush::Jpush::new(config, deps)?)),
         ChannelType::Jsms => Ok(Rc::new(jsms::Jsms::new(config)?)),
         ChannelType::WechatOa => Ok(Rc::new(wechat::Wechat::new(config)?)),
+        ChannelType::SmsCmpp => Ok(Rc::new(crate::cmpp::CmppAccount::new(config, deps)?)),
         other => Err(format!(
             "channels of type `{}` cannot send from this build",
             other.as_str()

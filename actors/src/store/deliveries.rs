@@ -85,7 +85,26 @@ pub struct StatusChange {
     pub attempts: i16,
     /// Remember (channel, provider id) → delivery, for receipts to come.
     pub expect_receipt: Option<String>,
+    /// With `expect_receipt`: the provider ids of the parts, when the delivery went out in
+    /// several (each is remembered instead of `expect_receipt`, with the count of parts).
+    pub segments: Vec<String>,
     pub at: DateTime<Utc>,
+}
+
+/// The delivery a provider id names, and how many parts the delivery went out in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Matched {
+    pub delivery_id: i64,
+    pub message_pk: i64,
+    pub parts: i16,
+}
+
+/// How the parts of a delivery sent in several stand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartsTally {
+    pub parts: i64,
+    pub delivered: i64,
+    pub failed: i64,
 }
 
 /// What a batch of status writes did.
@@ -566,6 +585,7 @@ impl Store {
         let mut r_ids = Vec::new();
         let mut r_msgs = Vec::new();
         let mut r_ats = Vec::new();
+        let mut r_parts: Vec<i16> = Vec::new();
         for c in changes {
             let Some(msg) = applied.get(&c.delivery_id) else {
                 continue;
@@ -579,11 +599,24 @@ impl Store {
             e_ats.push(c.at);
             if let (Some(pid), Some(channel)) = (&c.expect_receipt, channel_of.get(&c.delivery_id))
             {
-                r_channels.push(channel.as_str());
-                r_pids.push(pid.as_str());
-                r_ids.push(c.delivery_id);
-                r_msgs.push(c.message_pk);
-                r_ats.push(c.at);
+                if c.segments.len() > 1 {
+                    let parts = i16::try_from(c.segments.len()).unwrap_or(i16::MAX);
+                    for part in &c.segments {
+                        r_channels.push(channel.as_str());
+                        r_pids.push(part.as_str());
+                        r_ids.push(c.delivery_id);
+                        r_msgs.push(c.message_pk);
+                        r_ats.push(c.at);
+                        r_parts.push(parts);
+                    }
+                } else {
+                    r_channels.push(channel.as_str());
+                    r_pids.push(pid.as_str());
+                    r_ids.push(c.delivery_id);
+                    r_msgs.push(c.message_pk);
+                    r_ats.push(c.at);
+                    r_parts.push(1);
+                }
             }
         }
         if !e_ids.is_empty() {
@@ -607,13 +640,16 @@ impl Store {
             let stmt = tx
                 .prepare_cached(
                     "INSERT INTO provider_refs (channel_code, provider_id, delivery_id, created_at,
-                                                message_pk)
+                                                message_pk, parts)
                      SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::timestamptz[],
-                                          $5::int8[])",
+                                          $5::int8[], $6::int2[])",
                 )
                 .await?;
-            tx.execute(&stmt, &[&r_channels, &r_pids, &r_ids, &r_ats, &r_msgs])
-                .await?;
+            tx.execute(
+                &stmt,
+                &[&r_channels, &r_pids, &r_ids, &r_ats, &r_msgs, &r_parts],
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(Applied {
@@ -627,18 +663,84 @@ impl Store {
         &self,
         channel_code: &str,
         provider_ids: &[String],
-    ) -> Result<HashMap<String, (i64, i64)>, StoreError> {
+    ) -> Result<HashMap<String, Matched>, StoreError> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
-                "SELECT provider_id, delivery_id, message_pk FROM provider_refs
+                "SELECT provider_id, delivery_id, message_pk, parts FROM provider_refs
                  WHERE channel_code = $1 AND provider_id = ANY($2)",
             )
             .await?;
         let rows = client.query(&stmt, &[&channel_code, &provider_ids]).await?;
         Ok(rows
             .into_iter()
-            .map(|r| (r.get(0), (r.get(1), r.get(2))))
+            .map(|r| {
+                let parts: i16 = r.get(3);
+                (
+                    r.get(0),
+                    Matched {
+                        delivery_id: r.get(1),
+                        message_pk: r.get(2),
+                        parts,
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Records the outcome of parts of deliveries sent in several (`parts > 1`), one
+    /// report per (provider id, state), and answers how the parts of `deliveries` (those
+    /// the reports name) stand. A part already reported keeps its first outcome; a report
+    /// seen twice tallies the same.
+    pub async fn record_parts(
+        &self,
+        channel_code: &str,
+        reports: &[(String, DeliveryState)],
+        deliveries: &[i64],
+    ) -> Result<HashMap<i64, PartsTally>, StoreError> {
+        if reports.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let pids: Vec<&str> = reports.iter().map(|r| r.0.as_str()).collect();
+        let states: Vec<i16> = reports.iter().map(|r| r.1.as_i16()).collect();
+        tx.execute(
+            "UPDATE provider_refs r SET outcome = u.state
+             FROM unnest($2::text[], $3::int2[]) AS u(pid, state)
+             WHERE r.channel_code = $1 AND r.provider_id = u.pid AND r.parts > 1
+               AND r.outcome IS NULL",
+            &[&channel_code, &pids, &states],
+        )
+        .await?;
+        let ids = deliveries;
+        let rows = tx
+            .query(
+                "SELECT delivery_id, max(parts),
+                        count(*) FILTER (WHERE outcome = $3),
+                        count(*) FILTER (WHERE outcome IS NOT NULL AND outcome <> $3)
+                 FROM provider_refs
+                 WHERE delivery_id = ANY($2) AND channel_code = $1 AND parts > 1
+                 GROUP BY delivery_id",
+                &[&channel_code, &ids, &DeliveryState::Delivered.as_i16()],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let parts: i16 = r.get(1);
+                let delivered: i64 = r.get(2);
+                let failed: i64 = r.get(3);
+                (
+                    r.get(0),
+                    PartsTally {
+                        parts: i64::from(parts),
+                        delivered,
+                        failed,
+                    },
+                )
+            })
             .collect())
     }
 

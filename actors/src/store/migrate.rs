@@ -17,6 +17,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "dispatch",
         include_str!("../../../migrations/0003_dispatch.sql"),
     ),
+    (4, "cmpp", include_str!("../../../migrations/0004_cmpp.sql")),
 ];
 
 /// Arbitrary but fixed key for the advisory lock that serialises migrating nodes.

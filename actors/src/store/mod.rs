@@ -8,6 +8,7 @@ pub mod deliveries;
 pub mod directory;
 pub mod messages;
 pub mod migrate;
+pub mod mo;
 pub mod partitions;
 pub mod users;
 

@@ -1,0 +1,428 @@
+//! SMS over CMPP, end to end: umsd's `sms_cmpp` channel against the ISMG simulator over
+//! real TCP on loopback.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use umsd_sim::ismg::{self, IsmgConfig, IsmgFaults, IsmgHandle};
+
+use crate::{TestApp, ADMIN, DEMO};
+
+const CODE: &str = "sms2";
+
+struct Rig {
+    app: TestApp,
+    sim: IsmgHandle,
+}
+
+/// Channel settings pointing at `sim`, with `extra` merged in.
+fn settings(sim: &IsmgHandle, extra: Value) -> Value {
+    let mut s = json!({
+        "host": "127.0.0.1", "port": sim.addr().port(), "account": "900001",
+        "password": "888888", "version": "3.0", "src_id": "10690001", "service_id": "umsd",
+        "max_connections": 2, "window": 16, "heartbeat_seconds": 180,
+        "response_timeout_seconds": 2, "tries": 3, "signature": "【umsd】",
+        "reconnect_min_ms": 100, "reconnect_max_ms": 1000,
+    });
+    if let (Some(s), Some(extra)) = (s.as_object_mut(), extra.as_object()) {
+        for (k, v) in extra {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    s
+}
+
+impl Rig {
+    async fn new(sim: IsmgConfig, channel: Value) -> Rig {
+        Self::with_app(TestApp::spawn().await, sim, channel).await
+    }
+
+    async fn with_app(app: TestApp, sim: IsmgConfig, channel: Value) -> Rig {
+        let sim = ismg::start(sim).unwrap();
+        let mut body = json!({"type": "sms_cmpp", "settings": settings(&sim, channel.clone())});
+        if let Some(rate) = channel.get("rate_per_second") {
+            body["rate_per_second"] = rate.clone();
+            body["settings"]
+                .as_object_mut()
+                .unwrap()
+                .remove("rate_per_second");
+        }
+        let res = app
+            .http
+            .put(app.url(&format!("/admin/channels/{CODE}")))
+            .bearer_auth(ADMIN)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        let shown: Value = res.json().await.unwrap();
+        assert_eq!(status, 200, "{shown}");
+        assert!(shown["settings"].get("password").is_none(), "{shown}");
+        let res = app
+            .http
+            .put(app.url(&format!("/admin/apps/demo/grants/{CODE}")))
+            .bearer_auth(ADMIN)
+            .json(&json!({"enabled": true}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        Rig { app, sim }
+    }
+
+    async fn users(&self, n: usize) -> Vec<String> {
+        let mut users = Vec::new();
+        let rows: Vec<Value> = (0..n)
+            .map(|i| {
+                let id = format!("p{i}");
+                users.push(id.clone());
+                json!({"user_id": id, "bindings": [{"type": "phone",
+                        "value": format!("+86139{i:08}")}]})
+            })
+            .collect();
+        for chunk in rows.chunks(1000) {
+            let (status, body) = self
+                .app
+                .post_as(DEMO, "/v1/users/batch", &json!({"users": chunk}))
+                .await;
+            assert!(status.is_success(), "{body}");
+        }
+        users
+    }
+
+    async fn send(&self, users: &[String], text: &str) -> String {
+        let (status, sent) = self
+            .app
+            .send(&json!({
+                "audience": {"user_ids": users},
+                "channels": [CODE],
+                "content": {CODE: {"text": text}},
+            }))
+            .await;
+        assert_eq!(status, 202, "{sent}");
+        sent["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Waits until every delivery of the message is final; returns them.
+    async fn settled(&self, id: &str, seconds: u64) -> Vec<Value> {
+        self.app
+            .wait_for(&format!("/v1/messages/{id}"), seconds, |m| {
+                m["status"] == "done"
+            })
+            .await;
+        let mut all = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let (_, d) = self
+                .app
+                .get(&format!(
+                    "/v1/messages/{id}/deliveries?limit=1000{}",
+                    if cursor.is_empty() {
+                        String::new()
+                    } else {
+                        format!("&cursor={cursor}")
+                    }
+                ))
+                .await;
+            all.extend(d["deliveries"].as_array().unwrap().iter().cloned());
+            match d["next_cursor"].as_str() {
+                Some(c) => cursor = c.to_owned(),
+                None => break,
+            }
+        }
+        all
+    }
+}
+
+fn sim_config() -> IsmgConfig {
+    IsmgConfig {
+        report_delay_ms: 50,
+        ..IsmgConfig::default()
+    }
+}
+
+async fn until(seconds: u64, mut ok: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < end {
+        if ok() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    ok()
+}
+
+#[actix_web::test]
+async fn sms_is_delivered_with_its_report_over_cmpp_2_0_and_3_0() {
+    for version in ["2.0", "3.0"] {
+        let rig = Rig::new(sim_config(), json!({"version": version})).await;
+        let users = rig.users(3).await;
+        let id = rig.send(&users, "Your code is 1234").await;
+        let ds = rig.settled(&id, 30).await;
+        assert_eq!(ds.len(), 3);
+        for d in &ds {
+            assert_eq!(d["state"], "delivered", "{version}: {d}");
+            assert_eq!(d["code"], "DELIVRD", "{version}: {d}");
+            let pid = d["provider_id"].as_str().unwrap();
+            assert!(pid.parse::<u64>().is_ok(), "{pid}");
+        }
+        let got = rig.sim.messages();
+        assert_eq!(got.len(), 3, "{version}");
+        for m in &got {
+            assert_eq!(m.text.as_deref(), Some("【umsd】Your code is 1234"));
+            assert_eq!(m.parts, 1);
+            assert_eq!(m.src_id, "10690001");
+        }
+        let conns = rig.sim.connections();
+        assert_eq!(conns.len(), 2, "{version}: two sessions");
+        let stats = rig.sim.stats();
+        assert_eq!(stats.deliver_resps, 3, "{version}: every report answered");
+        assert_eq!(stats.deliver_resp_mismatches, 0);
+        rig.app.stop().await;
+        // Closing the channel says TERMINATE on each session.
+        assert!(until(5, || rig.sim.stats().terminates_received >= 2).await);
+    }
+}
+
+#[actix_web::test]
+async fn a_long_chinese_message_arrives_whole_and_is_delivered_after_every_part() {
+    let text = format!("{}🙂{}", "您的订单已发货。".repeat(10), "谢谢！".repeat(10));
+    let rig = Rig::new(sim_config(), json!({})).await;
+    let users = rig.users(1).await;
+    let id = rig.send(&users, &text).await;
+    let ds = rig.settled(&id, 30).await;
+    assert_eq!(ds[0]["state"], "delivered", "{}", ds[0]);
+    let parts: Vec<&str> = ds[0]["provider_id"].as_str().unwrap().split(',').collect();
+    let got = rig.sim.messages();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        got[0].text.as_deref(),
+        Some(format!("【umsd】{text}").as_str())
+    );
+    assert_eq!(got[0].parts as usize, parts.len());
+    assert!(parts.len() >= 2);
+    let ids: Vec<String> = got[0].msg_ids.iter().map(|m| m.0.to_string()).collect();
+    assert_eq!(ids, parts);
+    rig.app.stop().await;
+
+    // One part undelivered: the delivery is undelivered with that part's status.
+    let rig = Rig::new(
+        IsmgConfig {
+            stats: [("UNDELIV".to_owned(), 1)].into_iter().collect(),
+            ..sim_config()
+        },
+        json!({}),
+    )
+    .await;
+    let users = rig.users(1).await;
+    let id = rig.send(&users, &text).await;
+    let ds = rig.settled(&id, 30).await;
+    assert_eq!(ds[0]["state"], "undelivered", "{}", ds[0]);
+    assert_eq!(ds[0]["code"], "UNDELIV");
+    rig.app.stop().await;
+}
+
+#[actix_web::test]
+async fn wrong_credentials_are_reported_and_never_hot_looped() {
+    let rig = Rig::new(
+        sim_config(),
+        json!({"password": "wrong", "refused_login_backoff_seconds": 60}),
+    )
+    .await;
+    assert!(
+        until(10, || rig
+            .sim
+            .stats()
+            .logins_refused
+            .get(&3)
+            .copied()
+            .unwrap_or(0)
+            >= 2)
+        .await
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // One refusal per session, then a long backoff.
+    assert_eq!(rig.sim.stats().logins_refused.get(&3).copied(), Some(2));
+    let (status, ready) = rig.app.get("/readyz").await;
+    assert_eq!(status, 200, "{ready}");
+    let problem = ready["channel_problems"][CODE].as_str().unwrap_or_default();
+    assert!(problem.contains("status 3"), "{ready}");
+    let channel: Value = rig
+        .app
+        .http
+        .get(rig.app.url(&format!("/admin/channels/{CODE}")))
+        .bearer_auth(ADMIN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(channel["state"]["sender"]["problem"], problem, "{channel}");
+    let metrics = rig.app.metrics().await;
+    assert!(
+        metrics.contains(r#"umsd_cmpp_login_failures_total{channel="sms2",status="3"} 2"#),
+        "{metrics}"
+    );
+    rig.app.stop().await;
+}
+
+#[actix_web::test]
+async fn sessions_beyond_the_gateway_s_limit_are_refused_and_the_rest_deliver() {
+    let rig = Rig::new(
+        IsmgConfig {
+            max_connections: 1,
+            ..sim_config()
+        },
+        json!({"max_connections": 2}),
+    )
+    .await;
+    let users = rig.users(20).await;
+    let id = rig.send(&users, "hello").await;
+    let ds = rig.settled(&id, 30).await;
+    assert!(ds.iter().all(|d| d["state"] == "delivered"));
+    assert!(rig.sim.stats().logins_refused.get(&5).copied().unwrap_or(0) >= 1);
+    rig.app.stop().await;
+}
+
+#[actix_web::test]
+async fn flow_control_slows_the_account_down_and_everything_is_delivered() {
+    let rig = Rig::new(
+        IsmgConfig {
+            rate_per_second: Some(100),
+            ..sim_config()
+        },
+        json!({}),
+    )
+    .await;
+    let users = rig.users(300).await;
+    let id = rig.send(&users, "hello").await;
+    let ds = rig.settled(&id, 60).await;
+    assert_eq!(ds.len(), 300);
+    assert!(ds.iter().all(|d| d["state"] == "delivered"));
+    let stats = rig.sim.stats();
+    assert!(stats.flow_controlled > 0, "{stats:?}");
+    // Result 8 answers were resent, never counted as sent: exactly one accepted SUBMIT
+    // per delivery.
+    assert_eq!(rig.sim.submits().len(), 300);
+    rig.app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_full_window_waits_for_answers_and_resumes() {
+    let rig = Rig::new(
+        IsmgConfig {
+            window: 2,
+            resp_delay_ms: 50,
+            ..sim_config()
+        },
+        json!({"window": 2, "max_connections": 1}),
+    )
+    .await;
+    let users = rig.users(40).await;
+    let id = rig.send(&users, "hello").await;
+    let ds = rig.settled(&id, 30).await;
+    assert!(ds.iter().all(|d| d["state"] == "delivered"));
+    // Never more than the window in flight: the gateway never had to refuse one.
+    assert_eq!(rig.sim.stats().flow_controlled, 0);
+    rig.app.stop().await;
+}
+
+#[actix_web::test]
+async fn a_gateway_killed_mid_stream_loses_nothing() {
+    let rig = Rig::new(
+        IsmgConfig {
+            resp_delay_ms: 5,
+            ..sim_config()
+        },
+        json!({}),
+    )
+    .await;
+    let users = rig.users(400).await;
+    assert!(until(10, || rig.sim.stats().connections_logged_in == 2).await);
+    rig.sim.set_faults(IsmgFaults {
+        drop_after_submits: 50,
+        ..IsmgFaults::default()
+    });
+    let id = rig.send(&users, "hello").await;
+    let ds = rig.settled(&id, 60).await;
+    assert_eq!(ds.len(), 400);
+    assert!(ds.iter().all(|d| d["state"] == "delivered"), "{ds:?}");
+    let stats = rig.sim.stats();
+    assert!(stats.connections_dropped >= 2, "{stats:?}");
+    // Every number got it; a duplicate is only possible for what was in a window.
+    let submits = rig.sim.submits();
+    let mut numbers: Vec<&str> = submits
+        .iter()
+        .map(|s| s.dest_terminal_ids[0].as_str())
+        .collect();
+    numbers.sort_unstable();
+    numbers.dedup();
+    assert_eq!(numbers.len(), 400);
+    assert!(submits.len() <= 400 + 2 * 16, "{} submits", submits.len());
+    rig.app.stop().await;
+}
+
+#[actix_web::test]
+async fn reports_before_and_after_the_submit_resp_are_both_matched() {
+    let rig = Rig::new(sim_config(), json!({})).await;
+    let users = rig.users(10).await;
+    let id = rig.send(&users[..5], "after").await;
+    rig.settled(&id, 30).await;
+    rig.sim.set_faults(IsmgFaults {
+        report_before_resp: true,
+        ..IsmgFaults::default()
+    });
+    let id2 = rig.send(&users[5..], "before").await;
+    for id in [id, id2] {
+        let ds = rig.settled(&id, 30).await;
+        assert!(ds.iter().all(|d| d["state"] == "delivered"), "{ds:?}");
+    }
+    rig.app.stop().await;
+}
+
+#[actix_web::test]
+async fn an_unanswered_submit_is_sent_again_after_the_timeout() {
+    let rig = Rig::new(sim_config(), json!({"response_timeout_seconds": 1})).await;
+    let users = rig.users(1).await;
+    assert!(until(10, || rig.sim.stats().connections_logged_in == 2).await);
+    rig.sim.set_faults(IsmgFaults {
+        stall_next: 1,
+        ..IsmgFaults::default()
+    });
+    let id = rig.send(&users, "hello").await;
+    let ds = rig.settled(&id, 30).await;
+    assert_eq!(ds[0]["state"], "delivered");
+    assert_eq!(rig.sim.stats().stalled, 1);
+    let metrics = rig.app.metrics().await;
+    assert!(
+        metrics.contains(r#"umsd_cmpp_resends_total{channel="sms2"} 1"#),
+        "{metrics}"
+    );
+    rig.app.stop().await;
+}
+
+#[actix_web::test]
+async fn idle_sessions_keep_the_link_alive_and_mo_messages_are_stored() {
+    let rig = Rig::new(sim_config(), json!({"heartbeat_seconds": 1})).await;
+    assert!(until(10, || rig.sim.stats().active_tests_received >= 4).await);
+    assert!(rig
+        .sim
+        .send_mo("900001", "+8613900000001", "1069000199", "退订 STOP"));
+    let mut items = Value::Null;
+    for _ in 0..100 {
+        let (status, body) = rig.app.get("/v1/mo").await;
+        assert_eq!(status, 200, "{body}");
+        if body["items"].as_array().is_some_and(|a| !a.is_empty()) {
+            items = body["items"].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(items[0]["text"], "退订 STOP", "{items}");
+    assert_eq!(items[0]["from"], "+8613900000001");
+    assert_eq!(items[0]["to"], "1069000199");
+    assert_eq!(items[0]["channel"], CODE);
+    rig.app.stop().await;
+}
