@@ -223,6 +223,92 @@ async fn a_long_chinese_message_arrives_whole_and_is_delivered_after_every_part(
     rig.app.stop().await;
 }
 
+/// A delivery sent in parts moves only when every part's report is in, or one failed.
+#[actix_web::test]
+async fn a_delivery_in_parts_waits_for_every_part_s_report() {
+    let text = "您的订单已发货，预计明天送达。".repeat(12);
+    let rig = Rig::new(
+        IsmgConfig {
+            // The drawn reports never come during the test; it sends them itself.
+            report_delay_ms: 600_000,
+            ..IsmgConfig::default()
+        },
+        json!({}),
+    )
+    .await;
+    let users = rig.users(2).await;
+    let id = rig.send(&users, &text).await;
+    let mut parts: Vec<Vec<u64>> = Vec::new();
+    for _ in 0..200 {
+        let (_, d) = rig.app.get(&format!("/v1/messages/{id}/deliveries")).await;
+        let ds = d["deliveries"].as_array().unwrap().clone();
+        if ds.len() == 2 && ds.iter().all(|d| d["state"] == "submitted") {
+            parts = ds
+                .iter()
+                .map(|d| {
+                    d["provider_id"]
+                        .as_str()
+                        .unwrap()
+                        .split(',')
+                        .map(|p| p.parse().unwrap())
+                        .collect()
+                })
+                .collect();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(parts.len(), 2, "not submitted");
+    let n = parts[0].len();
+    assert!(n >= 3, "{parts:?}");
+    // Every part but the last delivered: still submitted.
+    for p in &parts[0][..n - 1] {
+        assert!(rig.sim.send_report(umsd_cmpp::MsgId(*p), "DELIVRD"));
+    }
+    // The same report twice changes nothing.
+    assert!(rig
+        .sim
+        .send_report(umsd_cmpp::MsgId(parts[0][0]), "DELIVRD"));
+    assert!(until(5, || rig.sim.stats().deliver_resps >= n as u64).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, d) = rig.app.get(&format!("/v1/messages/{id}/deliveries")).await;
+    let first = d["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["user_id"] == users[0].as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(first["state"], "submitted", "{first}");
+    assert!(rig
+        .sim
+        .send_report(umsd_cmpp::MsgId(parts[0][n - 1]), "DELIVRD"));
+    // One part of the other delivery failed: undelivered at once, with its status.
+    assert!(rig
+        .sim
+        .send_report(umsd_cmpp::MsgId(parts[1][1]), "EXPIRED"));
+    let ds = rig.settled(&id, 20).await;
+    let by = |i: usize| {
+        ds.iter()
+            .find(|d| d["user_id"] == users[i].as_str())
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by(0)["state"], "delivered", "{}", by(0));
+    assert_eq!(by(0)["code"], "DELIVRD");
+    assert_eq!(by(1)["state"], "undelivered", "{}", by(1));
+    assert_eq!(by(1)["code"], "EXPIRED");
+    let metrics = rig.app.metrics().await;
+    assert!(
+        metrics.contains(&format!(
+            r#"umsd_receipts_total{{channel="sms2",kind="part"}} {}"#,
+            n + 2
+        )),
+        "{metrics}"
+    );
+    rig.app.stop().await;
+}
+
 #[actix_web::test]
 async fn wrong_credentials_are_reported_and_never_hot_looped() {
     let rig = Rig::new(
@@ -424,5 +510,35 @@ async fn idle_sessions_keep_the_link_alive_and_mo_messages_are_stored() {
     assert_eq!(items[0]["from"], "+8613900000001");
     assert_eq!(items[0]["to"], "1069000199");
     assert_eq!(items[0]["channel"], CODE);
+    rig.app.stop().await;
+}
+
+/// The channel's rate counts SUBMITs and holds across the account's sessions (±5 % over
+/// 10 s), a long message taking one permit per segment.
+#[actix_web::test]
+async fn the_channel_rate_holds_across_four_sessions() {
+    let rig = Rig::new(
+        sim_config(),
+        json!({"max_connections": 4, "rate_per_second": 40}),
+    )
+    .await;
+    let users = rig.users(560).await;
+    assert!(until(10, || rig.sim.stats().connections_logged_in == 4).await);
+    let id = rig.send(&users, "hello").await;
+    let ds = rig.settled(&id, 40).await;
+    assert!(ds.iter().all(|d| d["state"] == "delivered"));
+    let mut at: Vec<u64> = rig.sim.submits().iter().map(|s| s.at_ms).collect();
+    at.sort_unstable();
+    assert_eq!(at.len(), 560);
+    // After the first second (the burst), 10 s of steady rate.
+    let from = at[0] + 1000;
+    let n = at
+        .iter()
+        .filter(|t| **t >= from && **t < from + 10_000)
+        .count();
+    assert!((380..=420).contains(&n), "{n} SUBMITs in 10 s at 40/s");
+    let per_session: std::collections::HashSet<u64> =
+        rig.sim.submits().iter().map(|s| s.connection).collect();
+    assert_eq!(per_session.len(), 4, "every session took a share");
     rig.app.stop().await;
 }

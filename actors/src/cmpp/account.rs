@@ -89,6 +89,7 @@ pub(crate) struct Shared {
     views: RefCell<Vec<SessionView>>,
     problem: RefCell<Option<String>>,
     sent: RefCell<(HashMap<u64, Instant>, VecDeque<u64>)>,
+    next_kick: std::cell::Cell<usize>,
 }
 
 impl Shared {
@@ -156,14 +157,22 @@ impl Shared {
         }
     }
 
-    /// Tells every session but `except` that there may be work.
+    /// Tells every session but `except` that there may be work, starting with a
+    /// different one each time so that light traffic is spread over the sessions too.
     pub fn kick_others(&self, except: usize) {
         if self.queue.borrow().is_empty() {
             return;
         }
-        for (i, s) in self.sessions.borrow().iter().enumerate() {
+        let sessions = self.sessions.borrow();
+        let n = sessions.len();
+        let first = self.next_kick.get();
+        self.next_kick.set(first.wrapping_add(1));
+        for k in 0..n {
+            let i = (first + k) % n;
             if i != except {
-                s.do_send(Kick);
+                if let Some(s) = sessions.get(i) {
+                    s.do_send(Kick);
+                }
             }
         }
     }
@@ -272,6 +281,7 @@ impl CmppAccount {
             ),
             problem: RefCell::new(None),
             sent: RefCell::new((HashMap::new(), VecDeque::new())),
+            next_kick: std::cell::Cell::new(0),
         });
         let addrs: Vec<Addr<CmppSession>> = (0..sessions)
             .map(|id| CmppSession::new(id, shared.clone()).start())

@@ -387,6 +387,35 @@ impl IsmgHandle {
         self.ismg.send_mo(account, from, to, text)
     }
 
+    /// Sends a status report with `stat` for the accepted SUBMIT recipient `msg_id` now (on
+    /// a logged-in connection of its account), besides the one drawn for it. With a long
+    /// `report_delay_ms` this lets a test decide which reports arrive and when. Returns
+    /// `false` if no SUBMIT in the ring has that Msg_Id or `stat` is longer than 7 bytes.
+    pub fn send_report(&self, msg_id: MsgId, stat: &str) -> bool {
+        if stat.len() > 7 {
+            return false;
+        }
+        let Some((record, dest)) = self.ismg.received.submits().into_iter().find_map(|s| {
+            let i = s.msg_ids().position(|m| m == msg_id)?;
+            let dest = s.dest_terminal_ids.get(i)?.clone();
+            Some((s, dest))
+        }) else {
+            return false;
+        };
+        let report = reports::PendingReport {
+            account: record.account.clone(),
+            connection: record.connection,
+            msg_id,
+            dest: dest.as_str().into(),
+            src_id: record.src_id.as_str().into(),
+            service_id: record.service_id.as_str().into(),
+            stat: stat.into(),
+            submit_time: clock::Wall::now().yymmddhhmm().into(),
+        };
+        self.ismg.reports.requeue(vec![report]);
+        true
+    }
+
     /// Waits until `pred` holds for the counters, polling every 10 ms. Returns the
     /// counters that satisfied it, or the last ones read once `timeout` has passed.
     pub async fn wait_for(
