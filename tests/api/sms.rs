@@ -8,11 +8,13 @@ use umsd_sim::ismg::{self, IsmgConfig, IsmgFaults, IsmgHandle};
 
 use crate::{TestApp, ADMIN, DEMO};
 
-const CODE: &str = "sms2";
+/// Each test its own channel code: metrics are process-wide and tests run side by side.
+static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
 struct Rig {
     app: TestApp,
     sim: IsmgHandle,
+    code: String,
 }
 
 /// Channel settings pointing at `sim`, with `extra` merged in.
@@ -38,6 +40,10 @@ impl Rig {
     }
 
     async fn with_app(app: TestApp, sim: IsmgConfig, channel: Value) -> Rig {
+        let code = format!(
+            "cmpp{}",
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
         let sim = ismg::start(sim).unwrap();
         let mut body = json!({"type": "sms_cmpp", "settings": settings(&sim, channel.clone())});
         if let Some(rate) = channel.get("rate_per_second") {
@@ -49,7 +55,7 @@ impl Rig {
         }
         let res = app
             .http
-            .put(app.url(&format!("/admin/channels/{CODE}")))
+            .put(app.url(&format!("/admin/channels/{code}")))
             .bearer_auth(ADMIN)
             .json(&body)
             .send()
@@ -61,14 +67,14 @@ impl Rig {
         assert!(shown["settings"].get("password").is_none(), "{shown}");
         let res = app
             .http
-            .put(app.url(&format!("/admin/apps/demo/grants/{CODE}")))
+            .put(app.url(&format!("/admin/apps/demo/grants/{code}")))
             .bearer_auth(ADMIN)
             .json(&json!({"enabled": true}))
             .send()
             .await
             .unwrap();
         assert_eq!(res.status(), 200);
-        Rig { app, sim }
+        Rig { app, sim, code }
     }
 
     async fn users(&self, n: usize) -> Vec<String> {
@@ -96,8 +102,8 @@ impl Rig {
             .app
             .send(&json!({
                 "audience": {"user_ids": users},
-                "channels": [CODE],
-                "content": {CODE: {"text": text}},
+                "channels": [&self.code],
+                "content": {&self.code: {"text": text}},
             }))
             .await;
         assert_eq!(status, 202, "{sent}");
@@ -179,6 +185,20 @@ async fn sms_is_delivered_with_its_report_over_cmpp_2_0_and_3_0() {
         let stats = rig.sim.stats();
         assert_eq!(stats.deliver_resps, 3, "{version}: every report answered");
         assert_eq!(stats.deliver_resp_mismatches, 0);
+        // Every stage reports.
+        let metrics = rig.app.metrics().await;
+        let c = &rig.code;
+        for line in [
+            format!(r#"umsd_cmpp_sessions{{channel="{c}",state="ready"}} 2"#),
+            format!(r#"umsd_cmpp_window_in_flight{{channel="{c}"}} 0"#),
+            format!(r#"umsd_cmpp_submits_total{{channel="{c}",result="0"}} 3"#),
+            format!(r#"umsd_cmpp_submit_resp_seconds_count{{channel="{c}"}} 3"#),
+            format!(r#"umsd_cmpp_submit_to_report_seconds_count{{channel="{c}"}} 3"#),
+            format!(r#"umsd_cmpp_delivers_total{{channel="{c}",kind="report"}} 3"#),
+            format!(r#"umsd_receipts_total{{channel="{c}",kind="delivered"}} 3"#),
+        ] {
+            assert!(metrics.contains(&line), "{version}: no {line} in\n{metrics}");
+        }
         rig.app.stop().await;
         // Closing the channel says TERMINATE on each session.
         assert!(until(5, || rig.sim.stats().terminates_received >= 2).await);
@@ -301,7 +321,8 @@ async fn a_delivery_in_parts_waits_for_every_part_s_report() {
     let metrics = rig.app.metrics().await;
     assert!(
         metrics.contains(&format!(
-            r#"umsd_receipts_total{{channel="sms2",kind="part"}} {}"#,
+            r#"umsd_receipts_total{{channel="{}",kind="part"}} {}"#,
+            rig.code,
             n + 2
         )),
         "{metrics}"
@@ -332,12 +353,14 @@ async fn wrong_credentials_are_reported_and_never_hot_looped() {
     assert_eq!(rig.sim.stats().logins_refused.get(&3).copied(), Some(2));
     let (status, ready) = rig.app.get("/readyz").await;
     assert_eq!(status, 200, "{ready}");
-    let problem = ready["channel_problems"][CODE].as_str().unwrap_or_default();
+    let problem = ready["channel_problems"][&rig.code]
+        .as_str()
+        .unwrap_or_default();
     assert!(problem.contains("status 3"), "{ready}");
     let channel: Value = rig
         .app
         .http
-        .get(rig.app.url(&format!("/admin/channels/{CODE}")))
+        .get(rig.app.url(&format!("/admin/channels/{}", rig.code)))
         .bearer_auth(ADMIN)
         .send()
         .await
@@ -348,7 +371,10 @@ async fn wrong_credentials_are_reported_and_never_hot_looped() {
     assert_eq!(channel["state"]["sender"]["problem"], problem, "{channel}");
     let metrics = rig.app.metrics().await;
     assert!(
-        metrics.contains(r#"umsd_cmpp_login_failures_total{channel="sms2",status="3"} 2"#),
+        metrics.contains(&format!(
+            r#"umsd_cmpp_login_failures_total{{channel="{}",status="3"}} 2"#,
+            rig.code
+        )),
         "{metrics}"
     );
     rig.app.stop().await;
@@ -483,7 +509,10 @@ async fn an_unanswered_submit_is_sent_again_after_the_timeout() {
     assert_eq!(rig.sim.stats().stalled, 1);
     let metrics = rig.app.metrics().await;
     assert!(
-        metrics.contains(r#"umsd_cmpp_resends_total{channel="sms2"} 1"#),
+        metrics.contains(&format!(
+            r#"umsd_cmpp_resends_total{{channel="{}"}} 1"#,
+            rig.code
+        )),
         "{metrics}"
     );
     rig.app.stop().await;
@@ -509,7 +538,22 @@ async fn idle_sessions_keep_the_link_alive_and_mo_messages_are_stored() {
     assert_eq!(items[0]["text"], "退订 STOP", "{items}");
     assert_eq!(items[0]["from"], "+8613900000001");
     assert_eq!(items[0]["to"], "1069000199");
-    assert_eq!(items[0]["channel"], CODE);
+    assert_eq!(items[0]["channel"], rig.code.as_str());
+    rig.app.stop().await;
+
+    // The gateway's own ACTIVE_TESTs are answered, so it keeps the link.
+    let rig = Rig::new(
+        IsmgConfig {
+            heartbeat_seconds: 1,
+            ..sim_config()
+        },
+        json!({"heartbeat_seconds": 60}),
+    )
+    .await;
+    assert!(until(10, || rig.sim.stats().active_test_resps >= 4).await);
+    let stats = rig.sim.stats();
+    assert_eq!(stats.connections_dropped, 0, "{stats:?}");
+    assert_eq!(stats.connections_logged_in, 2, "{stats:?}");
     rig.app.stop().await;
 }
 
