@@ -7,7 +7,9 @@
 //!    ├─ Planner        audiences → deliveries, on the engine arbiter
 //!    ├─ Receipts       the one writer of delivery status, on the engine arbiter
 //!    └─ ChannelSender  one per enabled channel, spread over the channel arbiters; each
-//!                      builds its provider client (HTTP pool, SMTP pool) on its arbiter
+//!       │              builds its provider client (HTTP pool, SMTP pool) on its arbiter
+//!       └─ (sms_cmpp) CmppSession × max_connections, one persistent TCP session each,
+//!                     on the sender's arbiter (see `crate::cmpp`)
 //! ```
 //!
 //! Ingest, Planner and Receipts run under actix's `Supervisor`, which restarts an actor
@@ -18,8 +20,9 @@
 //! with backoff.
 //!
 //! Shutdown order: the front door stops accepting first (outside this tree), then
-//! [`Shutdown`] drains the ingest, stops the senders (each finishes its in-flight calls),
-//! flushes the status writer, and stops.
+//! [`Shutdown`] drains the ingest, stops the senders (each finishes its in-flight calls and
+//! closes its connections — CMPP sessions say TERMINATE), flushes the status writer, and
+//! stops.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -197,7 +197,10 @@ async fn sms_is_delivered_with_its_report_over_cmpp_2_0_and_3_0() {
             format!(r#"umsd_cmpp_delivers_total{{channel="{c}",kind="report"}} 3"#),
             format!(r#"umsd_receipts_total{{channel="{c}",kind="delivered"}} 3"#),
         ] {
-            assert!(metrics.contains(&line), "{version}: no {line} in\n{metrics}");
+            assert!(
+                metrics.contains(&line),
+                "{version}: no {line} in\n{metrics}"
+            );
         }
         rig.app.stop().await;
         // Closing the channel says TERMINATE on each session.
