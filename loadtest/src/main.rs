@@ -3,8 +3,10 @@
 //! Subcommands: `bench` (R_http, R_copy and R_daemon side by side, their ratio, a steady
 //! run with CPU per accepted message), `run` (one fixed rate for a fixed time),
 //! `find-max` (the maximum sustainable rate of one route), `fanout` (one message to many
-//! users through provider simulators, compared with the simulators alone) and `backlog`
-//! (umsd's memory while a large backlog of deliveries drains). Without `--target` the
+//! users through provider simulators, compared with the simulators alone), `backlog`
+//! (umsd's memory while a large backlog of deliveries drains) and `cmpp` (SMS over CMPP
+//! against the ISMG simulator, compared with the simulator alone; the rate limit's
+//! accuracy). Without `--target` the
 //! harness starts its own umsd on a fresh data directory and stops it at the end; every
 //! run is bounded in time and requests, and only loopback targets are accepted. Results
 //! go to `--out` (default `loadtest/results/<run id>/`): `result.json` and `chart.svg`.
@@ -29,6 +31,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use scenarios::backlog::BacklogArgs;
+use scenarios::cmpp::CmppArgs;
 use scenarios::fanout::FanoutArgs;
 
 #[derive(Debug, Parser)]
@@ -65,6 +68,10 @@ enum Cmd {
     /// umsd's memory while a backlog of U × M deliveries (default 1 000 000) on a WeCom
     /// channel drains: RSS, queue depth and deliveries sampled every second.
     Backlog(BacklogArgs),
+    /// SMS over CMPP: SUBMITs/s and SUBMIT → SUBMIT_RESP latency of `sms_cmpp` channels
+    /// with 1 and 4 sessions against the ISMG simulator, side by side with the simulator
+    /// driven by a minimal client loop; the channel rate limit's accuracy (±5 %).
+    Cmpp(CmppArgs),
 }
 
 /// Which endpoint the load goes to.
@@ -277,6 +284,7 @@ impl Cmd {
             Cmd::FindMax(a) => &a.target,
             Cmd::Fanout(a) => &a.target,
             Cmd::Backlog(a) => &a.target,
+            Cmd::Cmpp(a) => &a.target,
         }
     }
 
@@ -287,6 +295,7 @@ impl Cmd {
             Cmd::FindMax(_) => "find-max",
             Cmd::Fanout(_) => "fanout",
             Cmd::Backlog(_) => "backlog",
+            Cmd::Cmpp(_) => "cmpp",
         }
     }
 
@@ -297,6 +306,7 @@ impl Cmd {
             Cmd::FindMax(a) => serde_json::to_value(a)?,
             Cmd::Fanout(a) => serde_json::to_value(a)?,
             Cmd::Backlog(a) => serde_json::to_value(a)?,
+            Cmd::Cmpp(a) => serde_json::to_value(a)?,
         })
     }
 }
@@ -401,6 +411,11 @@ mod tests {
             panic!("not backlog")
         };
         assert_eq!((a.users, a.messages), (1000, 10));
+        let cli = Cli::try_parse_from(["umsd-loadtest", "cmpp", "--rate", "200"]).unwrap();
+        let Cmd::Cmpp(a) = cli.cmd else {
+            panic!("not cmpp")
+        };
+        assert_eq!((a.rate, a.messages, a.window), (200.0, 20, 16));
     }
 
     #[test]

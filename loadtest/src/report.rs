@@ -1,7 +1,7 @@
 //! Results: the `result.json` with every figure, the parameters and each phase's
 //! per-second series; `chart.svg` with throughput and latency over the whole run (two
-//! stacked panels) or, for the delivery scenarios, their own sampled series
-//! ([`write_panels`]); and the short human summary printed at the end.
+//! stacked panels) or, for the delivery scenarios (`fanout`, `backlog`, `cmpp`), their own
+//! sampled series ([`write_panels`]); and the short human summary printed at the end.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -15,6 +15,7 @@ use crate::cpu::CpuReport;
 use crate::db::CountCheck;
 use crate::openloop::{LatencySummary, PhaseResult, SecondPoint};
 use crate::scenarios::backlog::BacklogReport;
+use crate::scenarios::cmpp::CmppReport;
 use crate::scenarios::fanout::FanoutReport;
 use crate::search::{Criteria, SearchParams};
 
@@ -108,6 +109,9 @@ pub struct Report {
     /// The `backlog` scenario's figures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backlog: Option<BacklogReport>,
+    /// The `cmpp` scenario's figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cmpp: Option<CmppReport>,
     /// Things that went wrong but did not stop the run (a failed count check among them).
     pub problems: Vec<String>,
     /// The error that stopped the run, if one did.
@@ -540,6 +544,9 @@ pub fn summary(report: &Report, out_dir: &Path) -> String {
     }
     if let Some(b) = &report.backlog {
         s.push_str(&b.summary());
+    }
+    if let Some(c) = &report.cmpp {
+        s.push_str(&c.summary());
     }
     for p in &report.problems {
         let _ = writeln!(s, "PROBLEM: {p}");

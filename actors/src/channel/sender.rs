@@ -324,6 +324,8 @@ pub struct ChannelSender {
     provider: Option<Rc<dyn Provider>>,
     provider_error: Option<String>,
     limiter: Option<Limiter>,
+    /// When a throttle halved the rate (it is restored `SLOW_FOR` later).
+    slowed_since: Option<Instant>,
     clock: DefaultClock,
     queues: PriorityQueues,
     /// Retries waiting for their backoff, soonest first.
@@ -382,6 +384,7 @@ impl ChannelSender {
             provider: None,
             provider_error: None,
             limiter,
+            slowed_since: None,
             clock: DefaultClock::default(),
             queues: PriorityQueues::new(aging),
             delayed: BinaryHeap::new(),
@@ -983,6 +986,7 @@ impl ChannelSender {
         tracing::info!(channel = %self.config.code, wait_ms = wait.as_millis() as u64, "provider is throttling; pausing the channel");
         if let Some(rate) = self.config.rate_per_second {
             self.limiter = limiter(Some(rate / 2.0), self.config.burst.map(|b| (b / 2).max(1)));
+            self.slowed_since = Some(Instant::now());
         }
     }
 }
@@ -1019,10 +1023,15 @@ impl Actor for ChannelSender {
             }
             .into_actor(self),
         );
-        // Restore the configured rate some time after a throttle.
-        ctx.run_interval(SLOW_FOR, |act, _| {
-            if act.paused_until.is_none() {
+        // Restore the configured rate some time after a throttle (only then: a fresh
+        // limiter starts with a full burst).
+        ctx.run_interval(Duration::from_secs(1), |act, _| {
+            let due = act
+                .slowed_since
+                .is_some_and(|since| since.elapsed() >= SLOW_FOR);
+            if due && act.paused_until.is_none() {
                 act.limiter = limiter(act.config.rate_per_second, act.config.burst);
+                act.slowed_since = None;
             }
         });
         self.refill(ctx);

@@ -124,6 +124,7 @@ pub fn prepare(a: &BacklogArgs) -> Result<Setup> {
         code: CHANNEL.to_owned(),
         channel_type: "wecom",
         pool_size: Some(a.pool_size),
+        rate_per_second: None,
         settings,
     }];
     let config = deliver::config_text(&a.target.app_key, &a.target.app_secret, &channels);

@@ -34,6 +34,8 @@ pub struct ChannelDef {
     pub channel_type: &'static str,
     /// `None`: umsd's default.
     pub pool_size: Option<usize>,
+    /// `None`: no rate limit.
+    pub rate_per_second: Option<f64>,
     pub settings: Vec<(&'static str, Setting)>,
 }
 
@@ -43,7 +45,7 @@ fn toml_str(s: &str) -> String {
 }
 
 /// The config of a started umsd: the load-test app granted every channel, the channels
-/// (no rate limit), nothing else.
+/// (with a rate limit only where one is given), nothing else.
 pub fn config_text(app_key: &str, app_secret: &str, channels: &[ChannelDef]) -> String {
     let mut s = String::from("# Written by umsd-loadtest.\nadmin_token = \"demo-admin\"\n\n");
     let grants: Vec<String> = channels.iter().map(|c| toml_str(&c.code)).collect();
@@ -63,6 +65,9 @@ pub fn config_text(app_key: &str, app_secret: &str, channels: &[ChannelDef]) -> 
         );
         if let Some(p) = c.pool_size {
             let _ = writeln!(s, "pool_size = {p}");
+        }
+        if let Some(r) = c.rate_per_second {
+            let _ = writeln!(s, "rate_per_second = {r:?}");
         }
         if !c.settings.is_empty() {
             let items: Vec<String> = c
@@ -467,6 +472,7 @@ mod tests {
                 code: "hook".into(),
                 channel_type: "webhook",
                 pool_size: Some(32),
+                rate_per_second: None,
                 settings: vec![(
                     "secret",
                     Setting::Str(umsd_sim::Kind::Webhook.default_app_secret().into()),
@@ -476,6 +482,7 @@ mod tests {
                 code: "wecom".into(),
                 channel_type: "wecom",
                 pool_size: None,
+                rate_per_second: Some(500.0),
                 settings: vec![
                     ("base_url", Setting::Str("http://127.0.0.1:9".into())),
                     ("corpid", Setting::Str("sim-key".into())),
@@ -487,6 +494,7 @@ mod tests {
                 code: "inbox".into(),
                 channel_type: "inbox",
                 pool_size: Some(8),
+                rate_per_second: None,
                 settings: vec![],
             },
         ];
@@ -500,6 +508,7 @@ mod tests {
         assert_eq!(specs.len(), 3, "{text}");
         assert_eq!(specs[0].pool_size, Some(32));
         assert_eq!(specs[0].rate_per_second, None);
+        assert_eq!(specs[1].rate_per_second, Some(500.0));
         assert_eq!(specs[1].settings["corpsecret"], "sim \"secret\"");
         assert_eq!(specs[1].settings["agentid"], 1);
         assert_eq!(specs[2].pool_size, Some(8));

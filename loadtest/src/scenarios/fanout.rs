@@ -148,12 +148,14 @@ pub async fn prepare(a: &FanoutArgs) -> Result<Setup> {
                 code: (*code).to_owned(),
                 channel_type: "webhook",
                 pool_size: Some(a.connections),
+                rate_per_second: None,
                 settings: vec![("secret", Setting::Str(cfg.app_secret))],
             },
             Kind::Wecom => ChannelDef {
                 code: (*code).to_owned(),
                 channel_type: "wecom",
                 pool_size: Some(BATCH_POOL),
+                rate_per_second: None,
                 settings: vec![
                     ("base_url", Setting::Str(sim.url())),
                     ("corpid", Setting::Str(cfg.app_key)),
@@ -165,6 +167,7 @@ pub async fn prepare(a: &FanoutArgs) -> Result<Setup> {
                 code: (*code).to_owned(),
                 channel_type: "feishu",
                 pool_size: Some(a.connections),
+                rate_per_second: None,
                 settings: vec![
                     ("base_url", Setting::Str(sim.url())),
                     ("app_id", Setting::Str(cfg.app_key)),
@@ -179,6 +182,7 @@ pub async fn prepare(a: &FanoutArgs) -> Result<Setup> {
             code: INBOX.to_owned(),
             channel_type: "inbox",
             pool_size: Some(BATCH_POOL),
+            rate_per_second: None,
             settings: vec![],
         });
     }

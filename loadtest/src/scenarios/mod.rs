@@ -2,11 +2,13 @@
 //! context that numbers requests and collects phases, the rate-search driver, and the
 //! common ending (stop the daemon, write `result.json` and `chart.svg`, print the summary).
 //!
-//! The delivery scenarios (`fanout`, `backlog`) first start their provider simulators (and
-//! `fanout` measures them alone), then start umsd with a config pointing at them.
+//! The delivery scenarios (`fanout`, `backlog`, `cmpp`) first start their provider
+//! simulators (and `fanout` and `cmpp` measure them alone), then start umsd with a config
+//! pointing at them.
 
 pub mod backlog;
 mod bench;
+pub mod cmpp;
 mod deliver;
 pub mod fanout;
 mod simple;
@@ -36,6 +38,7 @@ enum Setup {
     None,
     Fanout(fanout::Setup),
     Backlog(backlog::Setup),
+    Cmpp(cmpp::Setup),
 }
 
 impl Setup {
@@ -45,6 +48,7 @@ impl Setup {
             Setup::None => None,
             Setup::Fanout(s) => Some(s.config.clone()),
             Setup::Backlog(s) => Some(s.config.clone()),
+            Setup::Cmpp(s) => Some(s.config.clone()),
         }
     }
 }
@@ -318,6 +322,11 @@ pub async fn main(cmd: Cmd) -> Result<ExitCode> {
             timeout_ms: 5000,
             max_requests: 0,
         },
+        Cmd::Cmpp(a) => LoadArgs {
+            connections: a.send_concurrency,
+            timeout_ms: 5000,
+            max_requests: 0,
+        },
     };
 
     // SIGINT and SIGTERM end the run in order (stopping a started daemon) from here on.
@@ -453,11 +462,14 @@ pub async fn main(cmd: Cmd) -> Result<ExitCode> {
     report::write_json(&report, &out_dir.join("result.json"))?;
     let chart = out_dir.join("chart.svg");
     let title = format!("umsd load test {} ({})", report.run_id, report.scenario);
-    let charted = match (&report.fanout, &report.backlog) {
-        (Some(f), _) => report::write_panels(&chart, &title, &f.panels()),
-        (None, Some(b)) => report::write_panels(&chart, &title, &b.panels()),
-        (None, None) if matches!(cmd, Cmd::Fanout(_) | Cmd::Backlog(_)) => Ok(()),
-        (None, None) => report::write_chart(&report, &chart),
+    let charted = match (&report.fanout, &report.backlog, &report.cmpp) {
+        (Some(f), _, _) => report::write_panels(&chart, &title, &f.panels()),
+        (None, Some(b), _) => report::write_panels(&chart, &title, &b.panels()),
+        (None, None, Some(c)) => report::write_panels(&chart, &title, &c.panels()),
+        (None, None, None) if matches!(cmd, Cmd::Fanout(_) | Cmd::Backlog(_) | Cmd::Cmpp(_)) => {
+            Ok(())
+        }
+        (None, None, None) => report::write_chart(&report, &chart),
     };
     if let Err(e) = charted {
         eprintln!("chart not written: {e:#}");
@@ -471,7 +483,8 @@ pub async fn main(cmd: Cmd) -> Result<ExitCode> {
         || report
             .backlog
             .as_ref()
-            .is_some_and(|b| b.pass == Some(false) || !b.complete);
+            .is_some_and(|b| b.pass == Some(false) || !b.complete)
+        || report.cmpp.as_ref().is_some_and(|c| c.pass == Some(false));
     if report.count_checks.iter().any(|c| !c.ok) || rule_failed {
         return Ok(ExitCode::from(EXIT_CHECK_FAILED));
     }
@@ -483,6 +496,7 @@ async fn prepare(cmd: &Cmd) -> Result<Setup> {
     Ok(match cmd {
         Cmd::Fanout(a) => Setup::Fanout(fanout::prepare(a).await?),
         Cmd::Backlog(a) => Setup::Backlog(backlog::prepare(a)?),
+        Cmd::Cmpp(a) => Setup::Cmpp(cmpp::prepare(a).await?),
         Cmd::Bench(_) | Cmd::Run(_) | Cmd::FindMax(_) => Setup::None,
     })
 }
@@ -494,6 +508,9 @@ async fn run_scenario(ctx: &mut Ctx, cmd: &Cmd, setup: Setup) -> Result<()> {
         (Cmd::FindMax(a), _) => simple::find_max(ctx, a).await,
         (Cmd::Fanout(a), Setup::Fanout(s)) => fanout::run(ctx, a, s).await,
         (Cmd::Backlog(a), Setup::Backlog(s)) => backlog::run(ctx, a, s).await,
-        (Cmd::Fanout(_) | Cmd::Backlog(_), _) => Err(anyhow!("scenario set up wrongly")),
+        (Cmd::Cmpp(a), Setup::Cmpp(s)) => cmpp::run(ctx, a, s).await,
+        (Cmd::Fanout(_) | Cmd::Backlog(_) | Cmd::Cmpp(_), _) => {
+            Err(anyhow!("scenario set up wrongly"))
+        }
     }
 }
