@@ -2,6 +2,7 @@
 //! accepted messages through the pipeline. The front door (the `umsd` crate) depends on
 //! this crate, never the other way round.
 
+pub mod callbacks;
 pub mod channel;
 pub mod cmpp;
 pub mod directory;

@@ -96,6 +96,10 @@ pub const CMPP_DELIVERS_TOTAL: &str = "umsd_cmpp_delivers_total";
 /// `channel`.
 pub const CHANNEL_PROBLEM: &str = "umsd_channel_problem";
 
+/// Counter: posts of events to apps' callback URLs by `outcome` (delivered, retried,
+/// dropped).
+pub const CALLBACKS_TOTAL: &str = "umsd_callbacks_total";
+
 /// Bucket bounds for latency histograms, in seconds (100 µs … 10 s).
 pub const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -263,5 +267,9 @@ pub fn describe() {
     describe_gauge!(
         CHANNEL_PROBLEM,
         "1 while a channel has a configuration problem (e.g. refused credentials)"
+    );
+    describe_counter!(
+        CALLBACKS_TOTAL,
+        "Posts of events to apps' callback URLs, by outcome"
     );
 }

@@ -6,6 +6,7 @@
 //!    ├─ Ingest         group commit, on its own arbiter
 //!    ├─ Planner        audiences → deliveries, on the engine arbiter
 //!    ├─ Receipts       the one writer of delivery status, on the engine arbiter
+//!    ├─ Callbacks      posts the outbox's events to the apps' callback URLs (engine)
 //!    └─ ChannelSender  one per enabled channel, spread over the channel arbiters; each
 //!       │              builds its provider client (HTTP pool, SMTP pool) on its arbiter
 //!       └─ (sms_cmpp) CmppSession × max_connections, one persistent TCP session each,
@@ -31,6 +32,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::{oneshot, Notify};
 
+use crate::callbacks::Callbacks;
 use crate::channel::sender::{ChannelSender, GetState, SenderState, Stop};
 use crate::channel::{sender_config, WorkSignals};
 use crate::directory::{ChannelEntry, Directory};
@@ -269,6 +271,8 @@ impl Actor for Supervisor {
         actix::Supervisor::start_in_arbiter(&engine.handle(), move |_| {
             Planner::new(store, directory, delivery_ids, planner_wake, signals)
         });
+        let store = self.store.clone();
+        Callbacks::start_in_arbiter(&engine.handle(), move |_| Callbacks::new(store));
         self.engine = Some(engine);
         for _ in 0..self.config.channel_arbiters.max(1) {
             self.channel_arbiters.push(Arbiter::new());

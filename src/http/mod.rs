@@ -2,6 +2,7 @@
 //! work to the actors and answers; it holds no state of its own beyond handles.
 
 pub mod admin;
+pub mod app_callbacks;
 pub mod auth;
 pub mod callbacks;
 pub mod error;
@@ -49,6 +50,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, bench: bool) {
         .configure(users::routes)
         .configure(inbox::routes)
         .configure(mo::routes)
+        .configure(app_callbacks::routes)
         .configure(callbacks::routes)
         .configure(admin::routes)
         .configure(ops::routes);

@@ -589,3 +589,165 @@ async fn the_channel_rate_holds_across_four_sessions() {
     assert_eq!(per_session.len(), 4, "every session took a share");
     rig.app.stop().await;
 }
+
+/// A receiver of callback posts: answers 500 to the first `fail_first`, then 200; keeps
+/// every request's headers and body.
+/// One request a [`Receiver`] got: headers (lower-case names), body, the status answered.
+type Posted = (std::collections::HashMap<String, String>, String, u16);
+
+struct Receiver {
+    url: String,
+    got: std::sync::Arc<std::sync::Mutex<Vec<Posted>>>,
+}
+
+impl Receiver {
+    async fn start(fail_first: usize) -> Receiver {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let got: std::sync::Arc<std::sync::Mutex<Vec<_>>> = Default::default();
+        let seen = got.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        // One request: headers, then content-length bytes.
+                        let head_end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            let mut chunk = [0u8; 4096];
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+                        let headers: std::collections::HashMap<String, String> = head
+                            .lines()
+                            .skip(1)
+                            .filter_map(|l| l.split_once(':'))
+                            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+                            .collect();
+                        let len: usize = headers
+                            .get("content-length")
+                            .and_then(|v| v.parse().ok())
+                            .unwrap_or(0);
+                        while buf.len() < head_end + len {
+                            let mut chunk = [0u8; 4096];
+                            match sock.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let body =
+                            String::from_utf8_lossy(&buf[head_end..head_end + len]).to_string();
+                        buf.drain(..head_end + len);
+                        let status = {
+                            let mut g = seen.lock().unwrap();
+                            let status = if g.len() < fail_first { 500 } else { 200 };
+                            g.push((headers, body, status));
+                            status
+                        };
+                        let answer = format!("HTTP/1.1 {status} X\r\ncontent-length: 0\r\n\r\n");
+                        if sock.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        Receiver { url, got }
+    }
+}
+
+/// MO messages are pushed to the app's callback endpoint, signed, and retried until it
+/// takes them; the endpoints API checks what it is given.
+#[actix_web::test]
+async fn mo_messages_are_pushed_to_the_app_s_callback_url() {
+    let rig = Rig::new(sim_config(), json!({})).await;
+    let hook = Receiver::start(1).await;
+    for (bad, field) in [
+        (
+            json!({"endpoints": [{"url": "ftp://x", "default": true, "events": ["mo"]}]}),
+            "endpoints[0].url",
+        ),
+        (
+            json!({"endpoints": [{"url": "http://a/x", "default": true, "events": ["nope"]}]}),
+            "endpoints[0].events",
+        ),
+        (
+            json!({"endpoints": [{"url": "http://a/x", "events": ["mo"]}]}),
+            "endpoints",
+        ),
+        (
+            json!({"endpoints": (0..6).map(|i| json!({"url": format!("http://a/{i}"),
+                 "default": i == 0, "events": ["mo"]})).collect::<Vec<_>>()}),
+            "endpoints",
+        ),
+    ] {
+        let res = rig
+            .app
+            .http
+            .put(rig.app.url("/v1/callbacks"))
+            .basic_auth(DEMO.0, Some(DEMO.1))
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 422);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"]["field"], field, "{body}");
+    }
+    let res = rig
+        .app
+        .http
+        .put(rig.app.url("/v1/callbacks"))
+        .basic_auth(DEMO.0, Some(DEMO.1))
+        .json(&json!({"endpoints": [{"url": hook.url, "default": true,
+                                     "events": ["mo", "delivered"]}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let saved: Value = res.json().await.unwrap();
+    let secret = saved["endpoints"][0]["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("whsec_"));
+    let (_, listed) = rig.app.get("/v1/callbacks").await;
+    assert!(listed["endpoints"][0].get("secret").is_none(), "{listed}");
+
+    assert!(until(10, || rig.sim.stats().connections_logged_in == 2).await);
+    assert!(rig
+        .sim
+        .send_mo("900001", "+8613900000002", "10690001", "好的，收到"));
+    assert!(until(20, || hook.got.lock().unwrap().len() >= 2).await);
+    let got = hook.got.lock().unwrap().clone();
+    assert_eq!(got[0].2, 500);
+    assert_eq!(got[1].2, 200);
+    // The same event, posted again after the failure.
+    assert_eq!(got[0].0["webhook-id"], got[1].0["webhook-id"]);
+    assert_eq!(got[0].1, got[1].1);
+    let (headers, body, _) = &got[1];
+    let key = umsd_actors::providers::webhook::secret_key(&secret).unwrap();
+    let ts: i64 = headers["webhook-timestamp"].parse().unwrap();
+    assert_eq!(
+        headers["webhook-signature"],
+        umsd_actors::providers::webhook::sign(&key, &headers["webhook-id"], ts, body.as_bytes())
+    );
+    let event: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(event["type"], "mo");
+    assert_eq!(event["data"]["from"], "+8613900000002");
+    assert_eq!(event["data"]["to"], "10690001");
+    assert_eq!(event["data"]["text"], "好的，收到");
+    assert_eq!(event["data"]["channel"], rig.code.as_str());
+
+    let (status, tested) = rig
+        .app
+        .post_as(DEMO, "/v1/callbacks/test", &json!({}))
+        .await;
+    assert_eq!(status, 200, "{tested}");
+    assert_eq!(tested["results"][0]["ok"], true, "{tested}");
+    rig.app.stop().await;
+}

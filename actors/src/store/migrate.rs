@@ -18,6 +18,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../../migrations/0003_dispatch.sql"),
     ),
     (4, "cmpp", include_str!("../../../migrations/0004_cmpp.sql")),
+    (
+        5,
+        "callbacks",
+        include_str!("../../../migrations/0005_callbacks.sql"),
+    ),
 ];
 
 /// Arbitrary but fixed key for the advisory lock that serialises migrating nodes.

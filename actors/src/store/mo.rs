@@ -20,8 +20,9 @@ pub struct MoMessage {
 }
 
 impl Store {
-    /// Stores an MO message once per (channel, gateway id): a DELIVER the gateway sends
-    /// again is not stored twice.
+    /// Stores an MO message once per (channel, gateway id) — a DELIVER the gateway sends
+    /// again is not stored twice — and, in the same transaction, queues an `mo` event for
+    /// the callback endpoints subscribed to it of every app granted the channel.
     pub async fn insert_mo(
         &self,
         channel: &str,
@@ -31,13 +32,15 @@ impl Store {
         content: &str,
         gateway_id: &str,
     ) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let row = tx
+            .query_opt(
                 "INSERT INTO mo_messages (channel_code, source, destination, service_id,
                                           content, gateway_id)
                  VALUES ($1, $2, $3, $4, $5, $6)
-                 ON CONFLICT (channel_code, gateway_id) DO NOTHING",
+                 ON CONFLICT (channel_code, gateway_id) DO NOTHING
+                 RETURNING id, received_at",
                 &[
                     &channel,
                     &source,
@@ -48,6 +51,30 @@ impl Store {
                 ],
             )
             .await?;
+        if let Some(row) = row {
+            let id: i64 = row.get(0);
+            let at: DateTime<Utc> = row.get(1);
+            let ts = at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+            let body = serde_json::json!({
+                "type": "mo",
+                "timestamp": ts,
+                "data": {
+                    "id": id.to_string(), "channel": channel, "from": source,
+                    "to": destination, "service_id": service_id, "text": content,
+                    "received_at": ts,
+                },
+            })
+            .to_string();
+            tx.execute(
+                "INSERT INTO callback_outbox (app_id, url, event_id, body)
+                 SELECT e.app_id, e.url, $2, $3 FROM callback_endpoints e
+                 JOIN grants g ON g.app_id = e.app_id AND g.channel_code = $1
+                 WHERE 'mo' = ANY(e.events)",
+                &[&channel, &format!("mo_{id}"), &body],
+            )
+            .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

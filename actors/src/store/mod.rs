@@ -4,6 +4,7 @@
 //! This module owns the connection pool and SQL; it never decides policy (what to accept,
 //! when to retry) — callers do.
 
+pub mod callbacks;
 pub mod deliveries;
 pub mod directory;
 pub mod messages;
