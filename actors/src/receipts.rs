@@ -40,6 +40,8 @@ const HIGH_WATER: usize = 20_000;
 /// How long an unmatched receipt is tried again before it is counted as unmatched, by
 /// default.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
+/// How often the apps that want delivery callbacks are looked up.
+const CALLBACK_APPS_REFRESH: Duration = Duration::from_secs(2);
 /// Most receipts held (pending or in grace); beyond it new ones are refused.
 const MAX_RECEIPTS: usize = 200_000;
 
@@ -130,6 +132,9 @@ pub struct Receipts {
     lanes: [Lane; LANES],
     finishes: Vec<PendingFinish>,
     waiters: Vec<oneshot::Sender<()>>,
+    /// Apps with a callback endpoint asking for delivery events (refreshed every
+    /// `CALLBACK_APPS_REFRESH`); their applied changes also queue callback events.
+    callback_apps: Arc<HashSet<i32>>,
 }
 
 /// Receipt states that settle one part of a delivery sent in several.
@@ -157,6 +162,7 @@ impl Receipts {
             lanes: Default::default(),
             finishes: Vec::new(),
             waiters: Vec::new(),
+            callback_apps: Arc::new(HashSet::new()),
         }
     }
 
@@ -220,8 +226,9 @@ impl Receipts {
         lane.flushing = true;
         let store = self.store.clone();
         let grace = self.grace;
+        let callback_apps = self.callback_apps.clone();
         let work = async move {
-            let result = write(&store, &changes, due, grace).await;
+            let result = write(&store, &changes, due, grace, &callback_apps).await;
             let mut answers = Vec::with_capacity(ready.len());
             if result.is_ok() {
                 for f in &ready {
@@ -296,6 +303,7 @@ async fn write(
     changes: &[(Arc<str>, StatusChange)],
     due: Vec<Held>,
     grace: Duration,
+    callback_apps: &HashSet<i32>,
 ) -> Result<HeldBack, (crate::store::StoreError, HeldBack)> {
     let mut channel_of: HashMap<i64, String> = HashMap::new();
     let mut all: Vec<StatusChange> = Vec::with_capacity(changes.len() + due.len());
@@ -420,7 +428,10 @@ async fn write(
             rest.into_iter().partition(|c| seen.insert(c.delivery_id));
         rest = later;
         metrics::histogram!(m::STATUS_BATCH_SIZE).record(round.len() as f64);
-        match store.apply_changes(&channel_of, &round).await {
+        match store
+            .apply_changes(&channel_of, &round, callback_apps)
+            .await
+        {
             Ok(applied) => {
                 metrics::counter!(m::STATUS_WRITES_TOTAL, "outcome" => "applied")
                     .increment(applied.applied as u64);
@@ -442,6 +453,17 @@ impl Actor for Receipts {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1024);
         ctx.run_interval(Duration::from_millis(10), |act, ctx| act.flush(ctx));
+        ctx.run_interval(CALLBACK_APPS_REFRESH, |act, ctx| {
+            let store = act.store.clone();
+            ctx.spawn(
+                async move { store.delivery_callback_apps().await }
+                    .into_actor(act)
+                    .map(|res, act, _| match res {
+                        Ok(apps) => act.callback_apps = Arc::new(apps),
+                        Err(e) => tracing::debug!(error = %e, "cannot look up callback apps"),
+                    }),
+            );
+        });
     }
 }
 

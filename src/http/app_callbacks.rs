@@ -16,8 +16,8 @@ use super::AppState;
 
 /// Most endpoints per app.
 const MAX_ENDPOINTS: usize = 5;
-/// Events an endpoint may ask for. Delivery events are accepted and stored; `mo` (replies
-/// from handsets on SMS channels) is pushed today.
+/// Events an endpoint may ask for: a delivery's `sent`, `delivered`, `failed`, `clicked`,
+/// and `mo` (replies from handsets on SMS channels).
 const EVENTS: &[&str] = &["sent", "delivered", "failed", "clicked", "mo"];
 
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -751,3 +751,71 @@ async fn mo_messages_are_pushed_to_the_app_s_callback_url() {
     assert_eq!(tested["results"][0]["ok"], true, "{tested}");
     rig.app.stop().await;
 }
+
+/// Delivery events go to the message's own callback URL if it named one, else to the
+/// app's default endpoint — each only if that endpoint asked for the event.
+#[actix_web::test]
+async fn delivery_events_are_pushed_to_the_default_or_the_message_s_endpoint() {
+    let rig = Rig::new(sim_config(), json!({})).await;
+    let default = Receiver::start(0).await;
+    let other = Receiver::start(0).await;
+    let (status, saved) = rig
+        .app
+        .put_as(
+            DEMO,
+            "/v1/callbacks",
+            &json!({"endpoints": [
+                {"url": default.url, "default": true, "events": ["sent", "delivered"]},
+                {"url": other.url, "events": ["delivered", "failed"]},
+            ]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{saved}");
+    // Receipts looks the subscribing apps up every 2 s.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let users = rig.users(2).await;
+    let id = rig.send(&users[..1], "hello").await;
+    rig.settled(&id, 20).await;
+    assert!(until(10, || default.got.lock().unwrap().len() >= 2).await);
+    let kinds = |r: &Receiver| -> Vec<String> {
+        let mut k: Vec<String> = r
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, body, _)| {
+                let v: Value = serde_json::from_str(body).unwrap();
+                assert_eq!(v["data"]["channel"], rig.code.as_str(), "{v}");
+                v["type"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        k.sort();
+        k
+    };
+    assert_eq!(kinds(&default), ["delivered", "sent"]);
+
+    let (status, sent) = rig
+        .app
+        .send(&json!({
+            "audience": {"user_ids": [&users[1]]},
+            "channels": [&rig.code],
+            "content": {&rig.code: {"text": "again"}},
+            "callback_url": other.url,
+        }))
+        .await;
+    assert_eq!(status, 202, "{sent}");
+    rig.settled(sent["id"].as_str().unwrap(), 20).await;
+    assert!(until(10, || !other.got.lock().unwrap().is_empty()).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(kinds(&other), ["delivered"]);
+    assert_eq!(
+        kinds(&default),
+        ["delivered", "sent"],
+        "nothing more to the default"
+    );
+    let body: Value = serde_json::from_str(&other.got.lock().unwrap()[0].1).unwrap();
+    assert_eq!(body["data"]["message"], sent["id"]);
+    assert_eq!(body["data"]["user_id"], users[1].as_str());
+    assert_eq!(body["data"]["code"], "DELIVRD");
+    rig.app.stop().await;
+}

@@ -107,6 +107,21 @@ impl Store {
             .collect())
     }
 
+    /// The apps with an endpoint that asks for a delivery event.
+    pub async fn delivery_callback_apps(
+        &self,
+    ) -> Result<std::collections::HashSet<i32>, StoreError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT DISTINCT app_id FROM callback_endpoints
+                 WHERE events && ARRAY['sent', 'delivered', 'failed', 'clicked']",
+                &[],
+            )
+            .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
     /// Claims up to `limit` due events for `lease` (another node, or this one after a
     /// crash, takes them again once it ends).
     pub async fn claim_callbacks(

@@ -91,6 +91,65 @@ pub struct StatusChange {
     pub at: DateTime<Utc>,
 }
 
+/// The callback event a delivery state is reported as, if any.
+fn callback_event(state: DeliveryState) -> Option<&'static str> {
+    match state {
+        DeliveryState::Submitted => Some("sent"),
+        DeliveryState::Delivered => Some("delivered"),
+        DeliveryState::Failed | DeliveryState::Undelivered => Some("failed"),
+        DeliveryState::Clicked => Some("clicked"),
+        _ => None,
+    }
+}
+
+/// Delivery events to queue for callbacks, as columns.
+#[derive(Default)]
+struct Hooks {
+    apps: Vec<i32>,
+    msgs: Vec<i64>,
+    events: Vec<&'static str>,
+    ids: Vec<String>,
+    bodies: Vec<String>,
+}
+
+impl Hooks {
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        delivery_id: i64,
+        message_pk: i64,
+        app: i32,
+        event: &'static str,
+        c: &StatusChange,
+        channel: &str,
+        user: Option<String>,
+        provider_id: Option<String>,
+    ) {
+        let at = c.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        let body = serde_json::json!({
+            "type": event,
+            "timestamp": at,
+            "data": {
+                "message": crate::domain::ids::format_message_id(message_pk),
+                "delivery_id": delivery_id.to_string(),
+                "channel": channel,
+                "user_id": user,
+                "state": c.state.as_str(),
+                "provider_id": provider_id,
+                "code": c.code,
+                "reason": c.reason,
+                "at": at,
+            },
+        });
+        self.apps.push(app);
+        self.msgs.push(message_pk);
+        self.events.push(event);
+        self.ids
+            .push(format!("dlv_{delivery_id}_{}", c.state.as_str()));
+        self.bodies.push(body.to_string());
+    }
+}
+
 /// The delivery a provider id names, and how many parts the delivery went out in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Matched {
@@ -528,6 +587,7 @@ impl Store {
         &self,
         channel_of: &HashMap<i64, String>,
         changes: &[StatusChange],
+        callback_apps: &std::collections::HashSet<i32>,
     ) -> Result<Applied, StoreError> {
         if changes.is_empty() {
             return Ok(Applied::default());
@@ -558,7 +618,8 @@ impl Store {
                       AS u(id, state, mask, pid, code, reason, attempts, at, msg, day)
                  WHERE d.message_pk = u.msg AND d.id = u.id AND d.created_at = u.day
                    AND (u.mask >> d.state) & 1 = 1
-                 RETURNING d.id, d.message_pk",
+                 RETURNING d.id, d.message_pk, d.app_id, d.channel_code, d.user_id,
+                           d.provider_id",
             )
             .await?;
         let updated = tx
@@ -569,6 +630,27 @@ impl Store {
                 ],
             )
             .await?;
+        // Delivery events for apps with callback endpoints that may want them.
+        let mut hooks = Hooks::default();
+        if !callback_apps.is_empty() {
+            let by_id: HashMap<i64, &StatusChange> =
+                changes.iter().map(|c| (c.delivery_id, c)).collect();
+            for r in &updated {
+                let app: i32 = r.get(2);
+                if !callback_apps.contains(&app) {
+                    continue;
+                }
+                let id: i64 = r.get(0);
+                let Some(c) = by_id.get(&id) else { continue };
+                let Some(event) = callback_event(c.state) else {
+                    continue;
+                };
+                let channel: String = r.get(3);
+                let user: Option<String> = r.get(4);
+                let pid: Option<String> = r.get(5);
+                hooks.push(id, c.message_pk, app, event, c, &channel, user, pid);
+            }
+        }
         let applied: HashMap<i64, i64> =
             updated.into_iter().map(|r| (r.get(0), r.get(1))).collect();
 
@@ -648,6 +730,34 @@ impl Store {
             tx.execute(
                 &stmt,
                 &[&r_channels, &r_pids, &r_ids, &r_ats, &r_msgs, &r_parts],
+            )
+            .await?;
+        }
+        if !hooks.ids.is_empty() {
+            let days: Vec<DateTime<Utc>> = hooks.msgs.iter().map(|m| id_time(*m)).collect();
+            // Each event goes to the message's own callback URL if it named one, else to
+            // the app's default endpoint — if that endpoint asked for the event.
+            tx.execute(
+                "INSERT INTO callback_outbox (app_id, url, event_id, body)
+                 SELECT t.app, t.url, t.event_id, t.body FROM (
+                     SELECT c.app, c.event, c.event_id, c.body, coalesce(
+                         (SELECT m.request->>'callback_url' FROM messages m
+                          WHERE m.app_id = c.app AND m.id = c.msg AND m.created_at = c.day),
+                         (SELECT e.url FROM callback_endpoints e
+                          WHERE e.app_id = c.app AND e.is_default)) AS url
+                     FROM unnest($1::int4[], $2::int8[], $3::timestamptz[], $4::text[],
+                                 $5::text[], $6::text[])
+                          AS c(app, msg, day, event, event_id, body)) t
+                 JOIN callback_endpoints e ON e.app_id = t.app AND e.url = t.url
+                 WHERE t.event = ANY(e.events)",
+                &[
+                    &hooks.apps,
+                    &hooks.msgs,
+                    &days,
+                    &hooks.events,
+                    &hooks.ids,
+                    &hooks.bodies,
+                ],
             )
             .await?;
         }
