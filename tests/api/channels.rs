@@ -79,7 +79,7 @@ fn address(case: &Case, sim: &SimHandle, user: &str) -> String {
 
 /// Creates (or replaces) channel `code` through the admin API and grants it to the demo
 /// app; answers the channel as the API shows it.
-async fn add_channel(app: &TestApp, code: &str, channel: &Value) -> Value {
+pub(crate) async fn add_channel(app: &TestApp, code: &str, channel: &Value) -> Value {
     let res = app
         .http
         .put(app.url(&format!("/admin/channels/{code}")))

@@ -36,10 +36,7 @@ fn settings(sim: &IsmgHandle, extra: Value) -> Value {
 
 impl Rig {
     async fn new(sim: IsmgConfig, channel: Value) -> Rig {
-        Self::with_app(TestApp::spawn().await, sim, channel).await
-    }
-
-    async fn with_app(app: TestApp, sim: IsmgConfig, channel: Value) -> Rig {
+        let app = TestApp::spawn().await;
         let code = format!(
             "cmpp{}",
             NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -53,27 +50,8 @@ impl Rig {
                 .unwrap()
                 .remove("rate_per_second");
         }
-        let res = app
-            .http
-            .put(app.url(&format!("/admin/channels/{code}")))
-            .bearer_auth(ADMIN)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = res.status();
-        let shown: Value = res.json().await.unwrap();
-        assert_eq!(status, 200, "{shown}");
+        let shown = crate::channels::add_channel(&app, &code, &body).await;
         assert!(shown["settings"].get("password").is_none(), "{shown}");
-        let res = app
-            .http
-            .put(app.url(&format!("/admin/apps/demo/grants/{code}")))
-            .bearer_auth(ADMIN)
-            .json(&json!({"enabled": true}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
         Rig { app, sim, code }
     }
 

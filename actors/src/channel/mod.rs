@@ -325,14 +325,9 @@ pub fn sender_config(
     let pool_size = match entry.pool_size {
         // A CMPP account keeps every session's window full.
         None if entry.channel_type == ChannelType::SmsCmpp => {
-            let knob = |key: &str, default: u64| {
-                provider
-                    .get(key)
-                    .and_then(Value::as_u64)
-                    .unwrap_or(default)
-                    .clamp(1, 1024)
-            };
-            (knob("max_connections", 1) * knob("window", 16)).min(1024) as usize
+            // (bad settings are refused by the provider's own check)
+            crate::cmpp::settings::parse(&provider)
+                .map_or(8, |c| (c.max_connections * c.window).min(1024))
         }
         None => 8,
         Some(n) if (1..=1024).contains(&n) => n as usize,

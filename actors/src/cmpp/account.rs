@@ -294,7 +294,7 @@ impl CmppAccount {
         })
     }
 
-    fn signature<'a>(&'a self, content: &'a Value) -> SignaturePlace {
+    fn signature(&self, content: &Value) -> SignaturePlace {
         match content.get("signature").and_then(Value::as_str) {
             Some(s) => match &self.shared.cfg.signature {
                 SignaturePlace::Suffix(_) => SignaturePlace::Suffix(s.to_owned()),

@@ -347,7 +347,7 @@ impl CmppSession {
         });
         tracing::info!(channel = %self.shared.channel, session = self.id, "CMPP session logged in");
         self.set_state(State::Ready);
-        self.fill(ctx);
+        self.fill();
     }
 
     /// The session is gone: give back what was in flight, close, back off, try again.
@@ -424,7 +424,7 @@ impl CmppSession {
     // ---- sending ----
 
     /// Takes segments from the account's queue while the window has room.
-    fn fill(&mut self, ctx: &mut Context<Self>) {
+    fn fill(&mut self) {
         if self.state != State::Ready || !self.closing.is_empty() {
             return;
         }
@@ -464,7 +464,6 @@ impl CmppSession {
         if sent {
             self.publish_window();
         }
-        let _ = ctx;
     }
 
     fn submit_answered(&mut self, seq: u32, resp: SubmitResp, ctx: &mut Context<Self>) {
@@ -491,7 +490,7 @@ impl CmppSession {
             self.shared.requeue_front(vec![sub]);
             self.paused_until = Some(now + pause);
             self.shared.set_view(self.id, |v| v.flow_controlled += 1);
-            ctx.run_later(pause, |act, ctx| act.fill(ctx));
+            ctx.run_later(pause, |act, _| act.fill());
             self.publish_window();
             self.shared.kick_others(self.id);
             return;
@@ -507,7 +506,7 @@ impl CmppSession {
             let _ = reply.send(outcome);
         }
         self.publish_window();
-        self.fill(ctx);
+        self.fill();
     }
 
     // ---- receiving ----
@@ -901,8 +900,8 @@ impl WriteHandler<umsd_cmpp::Error> for CmppSession {
 impl Handler<Kick> for CmppSession {
     type Result = ();
 
-    fn handle(&mut self, _: Kick, ctx: &mut Self::Context) {
-        self.fill(ctx);
+    fn handle(&mut self, _: Kick, _: &mut Self::Context) {
+        self.fill();
     }
 }
 

@@ -1101,13 +1101,7 @@ async fn one_channel(
         }
         if send.is_some() && accepted >= expected && now >= next_db_check {
             let states = deliver::state_counts(&env.db, env.app_id, &prefix).await?;
-            let done: i64 = states
-                .values()
-                .flat_map(|m| m.iter())
-                .filter(|(s, _)| deliver::is_final(s))
-                .map(|(_, n)| *n)
-                .sum();
-            if u64::try_from(done).unwrap_or(0) >= expected {
+            if deliver::final_count(&states) >= expected {
                 complete = true;
                 break;
             }

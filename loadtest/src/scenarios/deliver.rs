@@ -432,6 +432,17 @@ pub async fn state_counts(
     Ok(out)
 }
 
+/// Deliveries in a final state, over every channel of a [`state_counts`] answer.
+pub fn final_count(states: &BTreeMap<String, BTreeMap<String, i64>>) -> u64 {
+    let done: i64 = states
+        .values()
+        .flat_map(|m| m.iter())
+        .filter(|(s, _)| is_final(s))
+        .map(|(_, n)| *n)
+        .sum();
+    u64::try_from(done).unwrap_or(0)
+}
+
 /// Final states (nothing more will happen to the delivery): failed, delivered,
 /// undelivered, clicked, recalled, read — and filtered.
 pub fn is_final(state: &str) -> bool {

@@ -951,13 +951,7 @@ async fn one_round(
             // every simulator has its recipients: wait for the inbox (if any) and for the
             // outcomes to be written
             let states = deliver::state_counts(&env.db, env.app_id, &prefix).await?;
-            let done: i64 = states
-                .values()
-                .flat_map(|m| m.iter())
-                .filter(|(s, _)| deliver::is_final(s))
-                .map(|(_, n)| *n)
-                .sum();
-            if u64::try_from(done).unwrap_or(0) >= expected {
+            if deliver::final_count(&states) >= expected {
                 complete = true;
                 break;
             }
