@@ -3,7 +3,8 @@
 //!
 //! Every state change is a conditional update (`WHERE state` is one the change may leave
 //! from), so a late receipt and a retry, or two nodes, settle in the database instead of
-//! overwriting each other. Every applied change is appended to `delivery_events`.
+//! overwriting each other. The change that takes a delivery out of `queued` is kept in the
+//! row's `sent_*` columns; every other applied change is appended to `delivery_events`.
 
 use std::collections::HashMap;
 
@@ -608,10 +609,24 @@ impl Store {
         let ats: Vec<DateTime<Utc>> = changes.iter().map(|c| c.at).collect();
         let stmt = tx
             .prepare_cached(
+                // The change that takes a delivery out of `queued` for the first time is
+                // kept in its `sent_*` columns (no event row); `first` in RETURNING says so.
                 "UPDATE deliveries d SET state = u.state,
                         provider_id = coalesce(u.pid, d.provider_id),
                         code = coalesce(u.code, d.code), reason = coalesce(u.reason, d.reason),
-                        attempts = greatest(d.attempts, u.attempts), updated_at = u.at
+                        attempts = greatest(d.attempts, u.attempts), updated_at = u.at,
+                        sent_state = CASE WHEN d.state = $11 AND u.state <> $11
+                                           AND d.sent_at IS NULL
+                                          THEN u.state ELSE d.sent_state END,
+                        sent_at = CASE WHEN d.state = $11 AND u.state <> $11
+                                        AND d.sent_at IS NULL
+                                       THEN u.at ELSE d.sent_at END,
+                        sent_code = CASE WHEN d.state = $11 AND u.state <> $11
+                                          AND d.sent_at IS NULL
+                                         THEN u.code ELSE d.sent_code END,
+                        sent_reason = CASE WHEN d.state = $11 AND u.state <> $11
+                                            AND d.sent_at IS NULL
+                                           THEN u.reason ELSE d.sent_reason END
                  FROM unnest($1::int8[], $2::int2[], $3::int4[], $4::text[], $5::text[],
                              $6::text[], $7::int2[], $8::timestamptz[], $9::int8[],
                              $10::timestamptz[])
@@ -619,14 +634,24 @@ impl Store {
                  WHERE d.message_pk = u.msg AND d.id = u.id AND d.created_at = u.day
                    AND (u.mask >> d.state) & 1 = 1
                  RETURNING d.id, d.message_pk, d.app_id, d.channel_code, d.user_id,
-                           d.provider_id",
+                           d.provider_id, d.sent_at = u.at AND d.sent_state = u.state",
             )
             .await?;
         let updated = tx
             .query(
                 &stmt,
                 &[
-                    &ids, &states, &masks, &pids, &codes, &reasons, &attempts, &ats, &msgs, &days,
+                    &ids,
+                    &states,
+                    &masks,
+                    &pids,
+                    &codes,
+                    &reasons,
+                    &attempts,
+                    &ats,
+                    &msgs,
+                    &days,
+                    &DeliveryState::Queued.as_i16(),
                 ],
             )
             .await?;
@@ -651,10 +676,16 @@ impl Store {
                 hooks.push(id, c.message_pk, app, event, c, &channel, user, pid);
             }
         }
-        let applied: HashMap<i64, i64> =
-            updated.into_iter().map(|r| (r.get(0), r.get(1))).collect();
+        // delivery id → (message, whether the change was kept in the row)
+        let applied: HashMap<i64, (i64, bool)> = updated
+            .into_iter()
+            .map(|r| {
+                let first: Option<bool> = r.get(6);
+                (r.get(0), (r.get(1), first.unwrap_or(false)))
+            })
+            .collect();
 
-        // Events for the applied changes (plus the implied `submitted` step).
+        // Event rows for the applied changes not kept in the row, and provider ids.
         let mut e_ids = Vec::new();
         let mut e_msgs = Vec::new();
         let mut e_states = Vec::new();
@@ -669,16 +700,18 @@ impl Store {
         let mut r_ats = Vec::new();
         let mut r_parts: Vec<i16> = Vec::new();
         for c in changes {
-            let Some(msg) = applied.get(&c.delivery_id) else {
+            let Some(&(msg, in_row)) = applied.get(&c.delivery_id) else {
                 continue;
             };
-            e_ids.push(c.delivery_id);
-            e_msgs.push(*msg);
-            e_states.push(c.state.as_i16());
-            e_pids.push(c.provider_id.as_deref());
-            e_codes.push(c.code.as_deref());
-            e_reasons.push(c.reason.as_deref());
-            e_ats.push(c.at);
+            if !in_row {
+                e_ids.push(c.delivery_id);
+                e_msgs.push(msg);
+                e_states.push(c.state.as_i16());
+                e_pids.push(c.provider_id.as_deref());
+                e_codes.push(c.code.as_deref());
+                e_reasons.push(c.reason.as_deref());
+                e_ats.push(c.at);
+            }
             if let (Some(pid), Some(channel)) = (&c.expect_receipt, channel_of.get(&c.delivery_id))
             {
                 if c.segments.len() > 1 {
@@ -894,7 +927,8 @@ impl Store {
         let rows = client
             .query(
                 "SELECT id, channel_code, user_id, address, state, attempts, provider_id, code,
-                        reason, created_at, updated_at
+                        reason, created_at, updated_at, sent_state, sent_at, sent_code,
+                        sent_reason
                  FROM deliveries
                  WHERE message_pk = $1 AND created_at >= $2 AND id > $3
                    AND ($4::text IS NULL OR user_id = $4)
@@ -905,6 +939,20 @@ impl Store {
             .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
+            // The first outcome, kept in the row (rows written before schema 6 have it as
+            // an event row instead).
+            let sent_state: Option<i16> = r.get(11);
+            let sent_at: Option<DateTime<Utc>> = r.get(12);
+            let mut events = Vec::new();
+            if let (Some(state), Some(at)) = (sent_state, sent_at) {
+                events.push(EventView {
+                    state: state_of(state)?,
+                    provider_id: r.get(6),
+                    code: r.get(13),
+                    reason: r.get(14),
+                    at,
+                });
+            }
             out.push(DeliveryView {
                 id: r.get(0),
                 channel_code: r.get(1),
@@ -917,7 +965,7 @@ impl Store {
                 reason: r.get(8),
                 created_at: r.get(9),
                 updated_at: r.get(10),
-                events: Vec::new(),
+                events,
             });
         }
         if out.is_empty() {
@@ -943,6 +991,10 @@ impl Store {
                     at: e.get(5),
                 });
             }
+        }
+        // Retries (event rows) come before the first outcome (in the row).
+        for d in &mut out {
+            d.events.sort_by_key(|e| (e.at, e.state.as_i16()));
         }
         Ok(out)
     }

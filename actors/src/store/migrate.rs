@@ -23,6 +23,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "callbacks",
         include_str!("../../../migrations/0005_callbacks.sql"),
     ),
+    (6, "sent", include_str!("../../../migrations/0006_sent.sql")),
 ];
 
 /// Arbitrary but fixed key for the advisory lock that serialises migrating nodes.

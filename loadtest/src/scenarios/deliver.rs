@@ -349,15 +349,20 @@ pub async fn channel_events(db: &Client, app_id: i32, prefix: &str) -> Result<Ve
         .query(
             // A delivery is submitted at its `submitted` event, or — where acceptance is the
             // delivery (webhook, inbox, WeCom, Feishu, email) — at its `delivered` event.
+            // The first outcome is in the delivery's `sent_*` columns, later ones (a
+            // receipt's `delivered`) are event rows; `least` skips NULLs.
             "WITH ev AS (
                  SELECT d.channel_code, m.created_at,
-                        min(e.at) FILTER (WHERE e.state IN (3, 5)) AS submitted_at,
-                        min(e.at) FILTER (WHERE e.state = 5) AS delivered_at
+                        least(CASE WHEN d.sent_state IN (3, 5) THEN d.sent_at END,
+                              min(e.at) FILTER (WHERE e.state IN (3, 5))) AS submitted_at,
+                        least(CASE WHEN d.sent_state = 5 THEN d.sent_at END,
+                              min(e.at) FILTER (WHERE e.state = 5)) AS delivered_at
                    FROM messages m
-                   JOIN delivery_events e ON e.message_pk = m.id
-                   JOIN deliveries d ON d.message_pk = e.message_pk AND d.id = e.delivery_id
+                   JOIN deliveries d ON d.message_pk = m.id
+                   LEFT JOIN delivery_events e
+                          ON e.message_pk = d.message_pk AND e.delivery_id = d.id
                   WHERE m.app_id = $1 AND starts_with(m.message_id, $2)
-                  GROUP BY d.channel_code, e.delivery_id, m.created_at)
+                  GROUP BY d.channel_code, d.id, d.sent_state, d.sent_at, m.created_at)
              SELECT channel_code,
                     count(submitted_at),
                     count(delivered_at),
