@@ -543,7 +543,10 @@ impl ChannelSender {
             self.fail_unsendable(unsendable);
         }
         self.more_in_db = full || self.pull_again;
-        if self.more_in_db {
+        // Pull again at once only while the backlog is less than half full; past that,
+        // `pump` pulls when it falls below half, so pulls come in large pages instead of
+        // a small one each time a few calls end.
+        if self.more_in_db && self.held() < self.config.backlog / 2 {
             ctx.run_later(Duration::from_millis(1), |act, ctx| act.refill(ctx));
         }
         self.finish_drained(ctx);
