@@ -87,6 +87,14 @@ async fn an_inbox_message_is_planned_delivered_and_read() {
         .collect();
     // Storing in the inbox is the delivery: queued → delivered in one step, then read.
     assert_eq!(events, ["delivered", "read"], "{d}");
+    // The first outcomes (u1's and u2's `delivered`) are kept in the deliveries' rows;
+    // only the later `read` is an event row.
+    assert_eq!(app.count("SELECT count(*) FROM delivery_events").await, 1);
+    assert_eq!(
+        app.count("SELECT count(*) FROM deliveries WHERE sent_state = 5 AND sent_at IS NOT NULL")
+            .await,
+        2
+    );
     let (_, all) = app.get(&format!("/v1/messages/{id}/deliveries")).await;
     assert_eq!(all["deliveries"].as_array().unwrap().len(), 4);
 
