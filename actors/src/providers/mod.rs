@@ -196,18 +196,23 @@ pub struct Answer {
     pub body: Value,
 }
 
+/// A header as seconds (`Retry-After`, rate-limit reset headers), at most an hour.
+pub fn header_seconds(headers: &reqwest::header::HeaderMap, name: &str) -> Option<Duration> {
+    headers
+        .get(name)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| Duration::from_secs_f64(s.min(3600.0)))
+}
+
 impl Answer {
-    /// A header as whole seconds (`Retry-After`, rate-limit reset headers).
+    /// A header as seconds (`Retry-After`, rate-limit reset headers).
     pub fn seconds(&self, name: &str) -> Option<Duration> {
-        self.headers
-            .get(name)?
-            .to_str()
-            .ok()?
-            .trim()
-            .parse::<f64>()
-            .ok()
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(|s| Duration::from_secs_f64(s.min(3600.0)))
+        header_seconds(&self.headers, name)
     }
 
     /// `errcode` (DingTalk, WeCom, WeChat) or `code` (Feishu) of the body; 0 when absent.

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use futures_util::future::LocalBoxFuture;
 use hmac::{Hmac, Mac};
 use http_body_util::BodyExt;
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::{StatusCode, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use serde::Deserialize;
@@ -139,17 +139,6 @@ impl Webhook {
     }
 }
 
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers
-        .get(RETRY_AFTER)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse::<u64>()
-        .ok()
-        .map(Duration::from_secs)
-}
-
 fn classify_status(status: StatusCode, headers: &HeaderMap) -> Attempt {
     let code = status.as_u16().to_string();
     if status.is_success() {
@@ -158,7 +147,7 @@ fn classify_status(status: StatusCode, headers: &HeaderMap) -> Attempt {
         Attempt::Failed(ProviderError::rate_limited(
             code,
             format!("receiver answered {status}"),
-            retry_after(headers),
+            super::header_seconds(headers, "retry-after"),
         ))
     } else if status.is_server_error() {
         Attempt::Failed(ProviderError::retryable(
