@@ -10,7 +10,9 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
-use umsd_actors::domain::{is_valid_app_key, is_valid_channel_code, ChannelType};
+use umsd_actors::channel::config::{ChannelConfig, ChannelRow};
+use umsd_actors::domain::app::is_valid_app_key;
+use umsd_actors::domain::{ChannelCode, ChannelType};
 use umsd_actors::ingest::IngestConfig;
 use umsd_actors::store::directory::{AppSpec, ChannelSpec};
 
@@ -34,7 +36,7 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     pub log: LogConfig,
     pub apps: Vec<AppConfig>,
-    pub channels: Vec<ChannelConfig>,
+    pub channels: Vec<ChannelSection>,
     /// Provider simulators started inside umsd (the demo configuration): each listens on
     /// its own port and stands in for one provider.
     pub simulators: Vec<umsd_sim::SimConfig>,
@@ -243,10 +245,10 @@ pub struct AppConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ChannelConfig {
-    pub code: String,
+pub struct ChannelSection {
+    pub code: ChannelCode,
     #[serde(rename = "type")]
-    pub channel_type: String,
+    pub channel_type: ChannelType,
     #[serde(default = "yes")]
     pub enabled: bool,
     #[serde(default)]
@@ -344,23 +346,6 @@ impl Config {
         }
         for (i, ch) in self.channels.iter().enumerate() {
             let key = format!("channels[{i}]");
-            if !is_valid_channel_code(&ch.code) {
-                return Err(invalid(
-                    format!("{key}.code"),
-                    "must be 1-32 characters of [A-Za-z0-9_-]",
-                ));
-            }
-            if ChannelType::parse(&ch.channel_type).is_none() {
-                let known: Vec<&str> = ChannelType::ALL.iter().map(|t| t.as_str()).collect();
-                return Err(invalid(
-                    format!("{key}.type"),
-                    format!(
-                        "unknown type `{}`; one of {}",
-                        ch.channel_type,
-                        known.join(", ")
-                    ),
-                ));
-            }
             if self.channels[..i].iter().any(|c| c.code == ch.code) {
                 return Err(invalid(
                     format!("{key}.code"),
@@ -376,21 +361,16 @@ impl Config {
                     "must be positive",
                 ));
             }
-            if let Some(channel_type) = ChannelType::parse(&ch.channel_type) {
-                let entry = umsd_actors::directory::ChannelEntry {
-                    code: ch.code.clone(),
-                    channel_type,
-                    enabled: ch.enabled,
-                    rate_per_second: ch.rate_per_second,
-                    burst: ch.burst,
-                    pool_size: ch.pool_size,
-                    settings: ch.settings.clone(),
-                    updated_at: chrono::Utc::now(),
-                };
-                if let Err(e) = umsd_actors::providers::check_channel(&entry) {
-                    let (field, message) = e.split_once(": ").unwrap_or(("settings", &e));
-                    return Err(invalid(format!("{key}.{field}"), message.to_owned()));
-                }
+            // The settings are parsed as the sender will parse them.
+            if let Err(e) = ChannelConfig::parse(ChannelRow {
+                code: &ch.code,
+                channel_type: ch.channel_type,
+                rate_per_second: ch.rate_per_second,
+                burst: ch.burst,
+                pool_size: ch.pool_size,
+                settings: &ch.settings,
+            }) {
+                return Err(invalid(format!("{key}.{}", e.field), e.message));
             }
         }
         if self.delivery.channel_arbiters == 0 || self.delivery.channel_arbiters > 64 {
@@ -455,16 +435,14 @@ impl Config {
     pub fn channel_specs(&self) -> Vec<ChannelSpec> {
         self.channels
             .iter()
-            .filter_map(|c| {
-                Some(ChannelSpec {
-                    code: c.code.clone(),
-                    channel_type: ChannelType::parse(&c.channel_type)?,
-                    enabled: c.enabled,
-                    rate_per_second: c.rate_per_second,
-                    burst: c.burst,
-                    pool_size: c.pool_size,
-                    settings: c.settings.clone(),
-                })
+            .map(|c| ChannelSpec {
+                code: c.code.to_string(),
+                channel_type: c.channel_type,
+                enabled: c.enabled,
+                rate_per_second: c.rate_per_second,
+                burst: c.burst,
+                pool_size: c.pool_size,
+                settings: c.settings.clone(),
             })
             .collect()
     }

@@ -207,7 +207,7 @@ async fn start_on(config: Config, database: &Database) -> anyhow::Result<Started
         .bootstrap(&config.channel_specs(), &config.app_specs())
         .await
         .context("cannot apply the configured apps and channels")?;
-    let directory = Arc::new(Directory::new(store.load_directory().await?));
+    let directory = Arc::new(Directory::load(&store).await?);
 
     let supervisor = Supervisor::new(
         store.clone(),
@@ -282,6 +282,11 @@ async fn start_on(config: Config, database: &Database) -> anyhow::Result<Started
 }
 
 impl Running {
+    /// The root of the actor tree, to reach the actors behind the front door.
+    pub fn supervisor(&self) -> Addr<Supervisor> {
+        self.supervisor.clone()
+    }
+
     /// Graceful stop: no new connections, in-flight requests finish (and are committed),
     /// the ingest drains, the actors stop, the private cluster stops.
     pub async fn shutdown(mut self) {

@@ -16,8 +16,9 @@ use tokio::sync::oneshot;
 
 use crate::domain::ids::IdGenerator;
 use crate::domain::send::NewMessage;
+use crate::domain::MessagePk;
 use crate::metrics as m;
-use crate::store::messages::{Assigned, GroupRequest, RequestResult};
+use crate::store::ingest::{Assigned, GroupRequest, RequestResult};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, Clone)]
@@ -48,12 +49,16 @@ impl Default for IngestConfig {
     }
 }
 
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum IngestError {
     #[error("the ingest queue is full")]
     Overloaded,
-    #[error("the database is unavailable: {0}")]
-    Unavailable(String),
+    /// The group commit failed; every request of the group is told the same cause.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] Arc<StoreError>),
+    /// The ingest restarted with the request still buffered: it was not stored.
+    #[error("the ingest restarted before the request was stored")]
+    Restarted,
 }
 
 /// Reply to one [`Submit`].
@@ -265,10 +270,10 @@ impl Ingest {
             }
             Err(e) => {
                 metrics::counter!(m::INGEST_COMMITS_TOTAL, "outcome" => "error").increment(1);
-                tracing::error!(error = %e, messages = taken, "group commit failed");
-                let reason = e.to_string();
+                tracing::error!(error = %crate::error_chain(&e), messages = taken, "group commit failed");
+                let cause = Arc::new(e);
                 for w in group {
-                    let _ = w.reply.send(Err(IngestError::Unavailable(reason.clone())));
+                    let _ = w.reply.send(Err(IngestError::Unavailable(cause.clone())));
                 }
             }
         }
@@ -292,9 +297,7 @@ impl Supervised for Ingest {
     fn restarting(&mut self, _ctx: &mut Self::Context) {
         // Whatever was buffered belongs to callers that must hear something.
         for w in self.buffer.drain(..) {
-            let _ = w
-                .reply
-                .send(Err(IngestError::Unavailable("ingest restarted".into())));
+            let _ = w.reply.send(Err(IngestError::Restarted));
         }
         self.buffered_messages = 0;
         self.pending = 0;
@@ -320,7 +323,7 @@ impl Handler<Submit> for Ingest {
             .messages
             .into_iter()
             .map(|message| Assigned {
-                id: self.ids.next_id(),
+                id: MessagePk(self.ids.next_id()),
                 message,
             })
             .collect();

@@ -1,17 +1,29 @@
-//! The root of the actor tree.
+//! The root of the actor tree. The folders of this crate follow it: a module per actor,
+//! the providers and the store below them.
 //!
 //! ```text
 //! actix System
 //! └─ Supervisor (this actor; owns start-up and shutdown order, periodic upkeep)
-//!    ├─ Ingest         group commit, on its own arbiter
-//!    ├─ Planner        audiences → deliveries, on the engine arbiter
-//!    ├─ Receipts       the one writer of delivery status, on the engine arbiter
-//!    ├─ Callbacks      posts the outbox's events to the apps' callback URLs (engine)
-//!    └─ ChannelSender  one per enabled channel, spread over the channel arbiters; each
-//!       │              builds its provider client (HTTP pool, SMTP pool) on its arbiter
-//!       └─ (sms_cmpp) CmppSession × max_connections, one persistent TCP session each,
-//!                     on the sender's arbiter (see `crate::cmpp`)
+//!    ├─ Ingest         group commit, on its own arbiter                   ingest.rs
+//!    ├─ Planner        audiences → deliveries; more targets on request    planner/
+//!    ├─ Receipts       the one writer of delivery status; tells           receipts/
+//!    │                 subscribers what it applied
+//!    ├─ AppCallbacks   posts the outbox's events to the apps' callback    app_callbacks.rs
+//!    │                 URLs (Planner, Receipts and AppCallbacks share the engine arbiter)
+//!    └─ ChannelSender  one per enabled channel, spread over the channel   channel/
+//!       │              arbiters; each builds its provider client (HTTP
+//!       │              pool, SMTP pool) on its arbiter                    providers/
+//!       └─ (sms_cmpp) CmppAccount, the channel's provider, and           providers/sms_cmpp/
+//!                     CmppSession × max_connections, one persistent TCP
+//!                     session each, on the sender's arbiter
 //! ```
+//!
+//! Below the actors: `providers/` (the contract a sender calls, one module per provider,
+//! and the inbound requests each provider verifies), `store/` (PostgreSQL, split by who
+//! uses it), `directory.rs` (apps, channels and grants in memory, settings parsed),
+//! `metrics.rs` (metric names) and `domain/` (types, no I/O). Per-message strategy actors
+//! and a scheduler are to come under this Supervisor; the planner's `PlanTargets` and the
+//! status writer's `SubscribeApplied` are what they will use.
 //!
 //! Ingest, Planner and Receipts run under actix's `Supervisor`, which restarts an actor
 //! that stops itself. Channel senders are reconciled with the directory every second: a
@@ -32,15 +44,15 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::{oneshot, Notify};
 
-use crate::callbacks::Callbacks;
+use crate::app_callbacks::AppCallbacks;
 use crate::channel::sender::{ChannelSender, GetState, SenderState, Stop};
-use crate::channel::{sender_config, WorkSignals};
+use crate::channel::signals::WorkSignals;
 use crate::directory::{ChannelEntry, Directory};
 use crate::domain::ids::IdGenerator;
 use crate::ingest::{Drain, Ingest, IngestConfig};
 use crate::metrics as m;
 use crate::planner::Planner;
-use crate::providers::{self, ProviderDeps};
+use crate::providers::{self, context::ProviderContext};
 use crate::receipts::{FlushAll, Receipts};
 use crate::store::Store;
 
@@ -70,6 +82,7 @@ pub struct Supervisor {
     config: SupervisorConfig,
     ingest: Option<Addr<Ingest>>,
     receipts: Option<Addr<Receipts>>,
+    planner: Option<Addr<Planner>>,
     arbiters: Vec<Arbiter>,
     engine: Option<Arbiter>,
     channel_arbiters: Vec<Arbiter>,
@@ -91,6 +104,7 @@ impl Supervisor {
             config,
             ingest: None,
             receipts: None,
+            planner: None,
             arbiters: Vec::new(),
             engine: None,
             channel_arbiters: Vec::new(),
@@ -110,12 +124,12 @@ impl Supervisor {
         if self.channel_arbiters.is_empty() {
             return;
         }
-        let config = match sender_config(&entry) {
-            Ok(c) => c,
+        let config = match &entry.config {
+            Ok(c) => c.clone(),
             Err(e) => {
                 tracing::error!(channel = %entry.code, error = %e, "channel settings are invalid; not started");
                 self.backoff.insert(
-                    entry.code.clone(),
+                    entry.code.to_string(),
                     (u32::MAX, Instant::now() + Duration::from_secs(3600)),
                 );
                 return;
@@ -123,7 +137,10 @@ impl Supervisor {
         };
         let arbiter = &self.channel_arbiters[self.next_arbiter % self.channel_arbiters.len()];
         self.next_arbiter += 1;
-        let deps = ProviderDeps {
+        let provider_ctx = ProviderContext {
+            code: config.code.clone(),
+            pool_size: config.pool_size,
+            tls_roots: config.tls_roots.clone(),
             store: self.store.clone(),
             receipts: receipts.clone(),
         };
@@ -135,12 +152,12 @@ impl Supervisor {
                 store,
                 receipts,
                 signal,
-                Box::new(move |c| providers::build(c, &deps)),
+                Box::new(move |c| providers::build(&provider_ctx, &c.provider)),
             )
         });
         tracing::info!(channel = %entry.code, r#type = entry.channel_type.as_str(), "channel sender started");
         self.senders
-            .insert(entry.code.clone(), Running { addr, entry });
+            .insert(entry.code.to_string(), Running { addr, entry });
     }
 
     /// Brings the running senders in line with the directory.
@@ -153,7 +170,7 @@ impl Supervisor {
         // Stop what is gone, switched off or changed; forget what died.
         let codes: Vec<String> = self.senders.keys().cloned().collect();
         for code in codes {
-            let wanted = snapshot.channels.get(&code).filter(|c| c.enabled);
+            let wanted = snapshot.channels.get(code.as_str()).filter(|c| c.enabled);
             let Some(running) = self.senders.get(&code) else {
                 continue;
             };
@@ -165,7 +182,7 @@ impl Supervisor {
                 self.backoff.insert(code, (n.saturating_add(1), now + wait));
                 continue;
             }
-            let changed = wanted.is_none_or(|w| *w != running.entry);
+            let changed = wanted.is_none_or(|w| !w.same_as(&running.entry));
             if changed {
                 if let Some(running) = self.senders.remove(&code) {
                     let (tx, rx) = oneshot::channel();
@@ -193,12 +210,12 @@ impl Supervisor {
         // Start what is wanted and not running.
         for (code, entry) in &snapshot.channels {
             if !entry.enabled
-                || self.senders.contains_key(code)
-                || self.restarting.contains_key(code)
+                || self.senders.contains_key(code.as_str())
+                || self.restarting.contains_key(code.as_str())
             {
                 continue;
             }
-            if let Some((n, not_before)) = self.backoff.get(code) {
+            if let Some((n, not_before)) = self.backoff.get(code.as_str()) {
                 let same_broken = *n == u32::MAX;
                 if now < *not_before && !same_broken {
                     continue;
@@ -221,6 +238,11 @@ pub struct GetIngest;
 #[derive(Message)]
 #[rtype(result = "Option<Addr<Receipts>>")]
 pub struct GetReceipts;
+
+/// Asks for the planner (more targets of a message are planned through it).
+#[derive(Message)]
+#[rtype(result = "Option<Addr<Planner>>")]
+pub struct GetPlanner;
 
 /// Live state of every channel sender.
 #[derive(Message)]
@@ -268,11 +290,12 @@ impl Actor for Supervisor {
         // Delivery ids come from their own generator: message ids and delivery ids live
         // in different tables, and one generator per id space keeps each ordered.
         let delivery_ids = Arc::new(IdGenerator::new(node_id));
-        actix::Supervisor::start_in_arbiter(&engine.handle(), move |_| {
-            Planner::new(store, directory, delivery_ids, planner_wake, signals)
-        });
+        self.planner = Some(actix::Supervisor::start_in_arbiter(
+            &engine.handle(),
+            move |_| Planner::new(store, directory, delivery_ids, planner_wake, signals),
+        ));
         let store = self.store.clone();
-        Callbacks::start_in_arbiter(&engine.handle(), move |_| Callbacks::new(store));
+        AppCallbacks::start_in_arbiter(&engine.handle(), move |_| AppCallbacks::new(store));
         self.engine = Some(engine);
         for _ in 0..self.config.channel_arbiters.max(1) {
             self.channel_arbiters.push(Arbiter::new());
@@ -345,6 +368,14 @@ impl Handler<GetReceipts> for Supervisor {
 
     fn handle(&mut self, _: GetReceipts, _: &mut Self::Context) -> Self::Result {
         self.receipts.clone()
+    }
+}
+
+impl Handler<GetPlanner> for Supervisor {
+    type Result = Option<Addr<Planner>>;
+
+    fn handle(&mut self, _: GetPlanner, _: &mut Self::Context) -> Self::Result {
+        self.planner.clone()
     }
 }
 

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
+use umsd_actors::channel::config::{ChannelConfig, ChannelRow};
 use umsd_actors::channel::sender::SenderState;
 use umsd_actors::directory::ChannelEntry;
 use umsd_actors::domain::send::FieldError;
-use umsd_actors::domain::{is_valid_channel_code, ChannelType};
+use umsd_actors::domain::{ChannelCode, ChannelType};
 use umsd_actors::providers;
 use umsd_actors::store::directory::{ChannelSpec, GrantTarget};
 use umsd_actors::supervisor::{GetChannelStates, Reload};
@@ -56,14 +57,14 @@ async fn put_channel(
 ) -> Result<HttpResponse, ApiError> {
     auth::admin(&req, &state)?;
     let code = path.into_inner();
-    if !is_valid_channel_code(&code) {
+    let Ok(code) = ChannelCode::parse(&code) else {
         return Err(FieldError::new(
             "invalid_value",
             "code",
             "must be 1-32 characters of [A-Za-z0-9_-]",
         )
         .into());
-    }
+    };
     let body = read_body(&req, payload).await?;
     let b: ChannelBody = parse_json(&body)?;
     let Some(channel_type) = ChannelType::parse(&b.channel_type) else {
@@ -77,25 +78,19 @@ async fn put_channel(
     if b.settings.is_null() || !b.settings.is_object() {
         return Err(FieldError::new("invalid_value", "settings", "must be an object").into());
     }
-    let entry = ChannelEntry {
-        code: code.clone(),
+    // Checked as the sender will parse them; nothing is written when they do not hold.
+    if let Err(e) = ChannelConfig::parse(ChannelRow {
+        code: &code,
         channel_type,
-        enabled: b.enabled,
         rate_per_second: b.rate_per_second,
         burst: b.burst,
         pool_size: b.pool_size,
-        settings: b.settings.clone(),
-        updated_at: chrono::Utc::now(),
-    };
-    if let Err(e) = providers::check_channel(&entry) {
-        let (field, message) = match e.split_once(": ") {
-            Some((f, m)) => (f.to_owned(), m.to_owned()),
-            None => ("settings".to_owned(), e),
-        };
-        return Err(FieldError::new("invalid_value", field, message).into());
+        settings: &b.settings,
+    }) {
+        return Err(FieldError::new("invalid_value", e.field, e.message).into());
     }
     let spec = ChannelSpec {
-        code: code.clone(),
+        code: code.to_string(),
         channel_type,
         enabled: b.enabled,
         rate_per_second: b.rate_per_second,
@@ -118,7 +113,7 @@ async fn put_channel(
     let body = snapshot
         .channels
         .get(&code)
-        .map(|c| channel_json(c, states.get(&code)))
+        .map(|c| channel_json(c, states.get(code.as_str())))
         .unwrap_or_default();
     Ok(HttpResponse::Ok().json(body))
 }
@@ -139,7 +134,7 @@ fn channel_json(c: &ChannelEntry, live: Option<&SenderState>) -> serde_json::Val
         "rate_per_second": c.rate_per_second,
         "burst": c.burst,
         "pool_size": c.pool_size,
-        "settings": providers::redacted(&c.settings),
+        "settings": providers::settings::redacted(&c.settings),
         "state": match live {
             Some(s) => json!({"running": s.error.is_none(), "sender": s}),
             None => json!({"running": false}),
@@ -158,7 +153,7 @@ async fn list_channels(
     list.sort_by(|a, b| a.code.cmp(&b.code));
     let list: Vec<_> = list
         .into_iter()
-        .map(|c| channel_json(c, states.get(&c.code)))
+        .map(|c| channel_json(c, states.get(c.code.as_str())))
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "channels": list })))
 }
@@ -171,7 +166,7 @@ async fn get_channel(
     auth::admin(&req, &state)?;
     let code = path.into_inner();
     let snapshot = state.directory.snapshot();
-    let Some(c) = snapshot.channels.get(&code) else {
+    let Some(c) = snapshot.channels.get(code.as_str()) else {
         return Err(ApiError::NotFound(format!("no channel `{code}`")));
     };
     let states = channel_states(&state).await;

@@ -5,9 +5,9 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
-use umsd_actors::callbacks::{is_callback_url, post_test};
+use umsd_actors::app_callbacks::{is_callback_url, post_test};
 use umsd_actors::domain::send::FieldError;
-use umsd_actors::store::callbacks::Endpoint;
+use umsd_actors::store::app_callbacks::Endpoint;
 
 use super::auth;
 use super::error::ApiError;
@@ -131,7 +131,7 @@ async fn test(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRespon
         results.push(match post_test(&e.url, &e.secret).await {
             Ok(status) => json!({"url": e.url, "ok": (200..300).contains(&status),
                                  "status": status}),
-            Err(err) => json!({"url": e.url, "ok": false, "error": err}),
+            Err(err) => json!({"url": e.url, "ok": false, "error": err.to_string()}),
         });
     }
     Ok(HttpResponse::Ok().json(json!({ "results": results })))

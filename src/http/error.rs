@@ -26,17 +26,21 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("the ingest queue is full; retry later")]
     QueueFull,
+    /// The cause goes to the log, not to the caller.
     #[error("the database is unavailable; retry later")]
-    Unavailable(String),
-    #[error("internal error: {0}")]
-    Internal(String),
+    Unavailable(#[source] Cause),
+    #[error("internal error")]
+    Internal(#[source] Cause),
 }
+
+/// What made a request fail on umsd's side, kept with its chain of causes for the log.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 /// A store failure seen by a request: the database is unreachable or failing — 503, so
 /// the caller retries; the detail goes to the log, not to the caller.
 impl From<umsd_actors::store::StoreError> for ApiError {
     fn from(e: umsd_actors::store::StoreError) -> Self {
-        ApiError::Unavailable(e.to_string())
+        ApiError::Unavailable(Box::new(e))
     }
 }
 
@@ -103,8 +107,8 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         metrics::counter!(m::REJECTIONS_TOTAL, "reason" => self.reason()).increment(1);
-        if let ApiError::Unavailable(detail) | ApiError::Internal(detail) = self {
-            tracing::warn!(code = self.code(), %detail, "request failed");
+        if let ApiError::Unavailable(_) | ApiError::Internal(_) = self {
+            tracing::warn!(code = self.code(), error = %umsd_actors::error_chain(self), "request failed");
         }
         let mut res = HttpResponse::build(self.status_code());
         match self {

@@ -5,10 +5,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde::Deserialize;
 use serde_json::json;
-use umsd_actors::domain::ids::format_message_id;
 use umsd_actors::domain::send::FieldError;
 use umsd_actors::domain::user::check_user_id;
-use umsd_actors::domain::DeliveryState;
+use umsd_actors::domain::{ChannelCode, DeliveryState};
 use umsd_actors::receipts::{Incoming, ReceiptEvent, ReceiptKey};
 
 use super::auth;
@@ -52,7 +51,7 @@ async fn list(
         .map(|i| {
             json!({
                 "id": i.delivery_id.to_string(),
-                "message": format_message_id(i.message_pk),
+                "message": i.message_pk.to_string(),
                 "title": i.title, "body": i.body,
                 "created_at": ts(&i.created_at),
                 "read_at": i.read_at.as_ref().map(ts),
@@ -97,7 +96,7 @@ async fn mark_read(
         let events = changed
             .iter()
             .map(|(id, message_pk)| ReceiptEvent {
-                channel: "inbox".into(),
+                channel: ChannelCode::from_stored("inbox"),
                 key: ReceiptKey::Delivery {
                     id: *id,
                     message_pk: *message_pk,

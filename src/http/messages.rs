@@ -14,10 +14,10 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use umsd_actors::directory::AppChannels;
-use umsd_actors::domain::ids::format_message_id;
 use umsd_actors::domain::send::{serde_field_error, FieldError, NewMessage, SendRequest};
 use umsd_actors::ingest::{IngestError, Submit};
-use umsd_actors::store::messages::{Accepted, MessageRecord, RequestResult};
+use umsd_actors::store::history::MessageRecord;
+use umsd_actors::store::ingest::{Accepted, RequestResult};
 
 use super::auth::{self, AuthedApp};
 use super::error::ApiError;
@@ -155,7 +155,9 @@ async fn submit(
     match rx.await {
         Ok(Ok(result)) => Ok(result),
         Ok(Err(IngestError::Overloaded)) => Err(ApiError::QueueFull),
-        Ok(Err(IngestError::Unavailable(e))) => Err(ApiError::Unavailable(e)),
+        Ok(Err(e @ (IngestError::Unavailable(_) | IngestError::Restarted))) => {
+            Err(ApiError::Unavailable(Box::new(e)))
+        }
         Err(_) => Err(ApiError::Unavailable(
             "the ingest stopped before answering".into(),
         )),
@@ -164,7 +166,7 @@ async fn submit(
 
 fn accepted_json(a: &Accepted) -> Value {
     json!({
-        "id": format_message_id(a.id),
+        "id": a.id.to_string(),
         "message_id": a.message_id,
         "status": a.status.as_str(),
     })
@@ -195,7 +197,7 @@ async fn send(
     let key = message.message_id.clone();
     match submit(&state, &app, vec![message]).await? {
         RequestResult::Conflict(_) => Err(ApiError::Conflict {
-            key: key.unwrap_or_default(),
+            key: key.map(|k| k.to_string()).unwrap_or_default(),
             field: "message_id".into(),
         }),
         RequestResult::Stored(list) => {
@@ -240,7 +242,7 @@ async fn send_batch(
             {
                 if messages[j].body_hash != m.body_hash {
                     return Err(ApiError::Conflict {
-                        key: key.clone(),
+                        key: key.to_string(),
                         field: format!("messages[{i}].message_id"),
                     });
                 }
@@ -252,7 +254,10 @@ async fn send_batch(
         Some(format!("messages[{i}]"))
     })
     .await?;
-    let keys: Vec<Option<String>> = messages.iter().map(|m| m.message_id.clone()).collect();
+    let keys: Vec<Option<String>> = messages
+        .iter()
+        .map(|m| m.message_id.as_ref().map(|k| k.to_string()))
+        .collect();
     match submit(&state, &app, messages).await? {
         RequestResult::Conflict(i) => Err(ApiError::Conflict {
             key: keys.get(i).cloned().flatten().unwrap_or_default(),
@@ -357,12 +362,12 @@ async fn get_deliveries(
         })
         .collect();
     Ok(HttpResponse::Ok().json(json!({
-        "id": format_message_id(record.id), "deliveries": items, "next_cursor": next,
+        "id": record.id.to_string(), "deliveries": items, "next_cursor": next,
     })))
 }
 
 fn message_json(r: &MessageRecord) -> Value {
-    let funnel = |f: &umsd_actors::store::messages::FunnelCounts, with_failed: bool| {
+    let funnel = |f: &umsd_actors::store::history::FunnelCounts, with_failed: bool| {
         let mut v = json!({
             "planned": f.planned, "effective": f.effective, "sent": f.sent,
             "delivered": f.delivered, "clicked": f.clicked,
@@ -383,7 +388,7 @@ fn message_json(r: &MessageRecord) -> Value {
         .map(|l| json!({"stage": l.stage, "channel": l.channel, "reason": l.reason, "count": l.count}))
         .collect();
     json!({
-        "id": format_message_id(r.id),
+        "id": r.id.to_string(),
         "message_id": r.message_id,
         "status": r.status.as_str(),
         "priority": r.priority.as_str(),
@@ -405,7 +410,7 @@ async fn bench_send(
     let (_, message) = accept_one(&req, payload, &state).await?;
     let id = state.bench_ids.next_id();
     Ok(HttpResponse::Accepted().json(json!({
-        "id": format_message_id(id),
+        "id": id.to_string(),
         "message_id": message.message_id,
         "status": message.status.as_str(),
     })))

@@ -50,7 +50,7 @@ async fn list(
         .filter(|code| {
             app.snapshot
                 .channels
-                .get(*code)
+                .get(code.as_str())
                 .is_some_and(|c| c.channel_type == ChannelType::SmsCmpp)
         })
         .cloned()

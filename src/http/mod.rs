@@ -4,8 +4,8 @@
 pub mod admin;
 pub mod app_callbacks;
 pub mod auth;
-pub mod callbacks;
 pub mod error;
+pub mod inbound;
 pub mod inbox;
 pub mod messages;
 pub mod mo;
@@ -51,7 +51,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, bench: bool) {
         .configure(inbox::routes)
         .configure(mo::routes)
         .configure(app_callbacks::routes)
-        .configure(callbacks::routes)
+        .configure(inbound::routes)
         .configure(admin::routes)
         .configure(ops::routes);
     if bench {

@@ -15,14 +15,16 @@ mod batch;
 mod channels;
 mod delivery;
 mod failures;
+mod hooks;
 mod send;
 mod sms;
 mod users;
 
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use umsd::config::{AppConfig, ChannelConfig, Config};
+use umsd::config::{AppConfig, ChannelSection, Config};
 use umsd::server::{self, Running};
+use umsd_actors::domain::{ChannelCode, ChannelType};
 
 pub struct TestApp {
     pub base: String,
@@ -34,10 +36,10 @@ pub struct TestApp {
 pub const ADMIN: &str = "test-admin";
 pub const DEMO: (&str, &str) = ("demo", "demo-secret");
 
-fn channel(code: &str, ty: &str, enabled: bool) -> ChannelConfig {
-    ChannelConfig {
-        code: code.into(),
-        channel_type: ty.into(),
+fn channel(code: &str, ty: &str, enabled: bool) -> ChannelSection {
+    ChannelSection {
+        code: ChannelCode::parse(code).unwrap(),
+        channel_type: ChannelType::parse(ty).unwrap(),
         enabled,
         rate_per_second: None,
         burst: None,
@@ -62,12 +64,12 @@ pub fn base_config(pg: &tokio_postgres::Config) -> Config {
     c.channels = vec![
         channel("inbox", "inbox", true),
         // A gateway that is never there: its deliveries stay queued.
-        ChannelConfig {
+        ChannelSection {
             settings: json!({"host": "127.0.0.1", "port": 9, "account": "900001",
                              "password": "888888", "src_id": "10690001"}),
             ..channel("sms", "sms_cmpp", true)
         },
-        ChannelConfig {
+        ChannelSection {
             settings: json!({"host": "127.0.0.1", "port": 9, "tls": "none",
                              "from": "UMS <noreply@example.com>"}),
             ..channel("email", "email", true)
@@ -104,13 +106,18 @@ impl TestApp {
         tweak(&mut config);
         config.validate().expect("valid test config");
         let running = server::start(config).await.expect("start umsd");
-        umsd_actors::providers::init_tls();
+        umsd_actors::providers::support::tls::init();
         Self {
             base: format!("http://{}", running.addr),
             http: reqwest::Client::new(),
             pg,
             running: Some(running),
         }
+    }
+
+    /// The root of the running actor tree.
+    pub fn supervisor(&self) -> actix::Addr<umsd_actors::supervisor::Supervisor> {
+        self.running.as_ref().expect("running").supervisor()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -219,6 +219,6 @@ pub fn http() -> reqwest::Client {
 }
 
 pub fn http_builder() -> reqwest::ClientBuilder {
-    umsd_actors::providers::init_tls();
+    umsd_actors::providers::support::tls::init();
     reqwest::Client::builder()
 }

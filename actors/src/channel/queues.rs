@@ -7,8 +7,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::domain::Priority;
-use crate::store::deliveries::QueuedDelivery;
+use crate::domain::{MessagePk, Priority};
+use crate::store::dispatch::QueuedDelivery;
 
 #[derive(Debug)]
 pub struct Entry {
@@ -77,7 +77,7 @@ impl PriorityQueues {
 
     /// How many entries the next batch would take: the head of the chosen queue and the
     /// entries right behind it of the same message, up to `max`.
-    pub fn peek_batch(&self, now: Instant, max: usize) -> Option<(usize, i64)> {
+    pub fn peek_batch(&self, now: Instant, max: usize) -> Option<(usize, MessagePk)> {
         let q = &self.queues[self.pick(now)?];
         let first = q.front()?.delivery.message_pk;
         let n = q
@@ -107,7 +107,7 @@ mod tests {
         QueuedDelivery {
             delivery_id: id,
             priority: p,
-            message_pk: msg,
+            message_pk: MessagePk(msg),
             app_id: 1,
             user_id: None,
             address: "a".into(),

@@ -8,6 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, TimeZone, Utc};
+use tokio_postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
 
 /// 2020-01-01T00:00:00Z in Unix milliseconds.
 const EPOCH_MS: i64 = 1_577_836_800_000;
@@ -94,6 +95,98 @@ pub fn parse_message_id(s: &str) -> Option<i64> {
         v = (v << 5) | d;
     }
     Some(v as i64)
+}
+
+/// umsd's id of a message (`msg_…` outside, a time-ordered 64-bit integer inside): the
+/// primary key every delivery, dispatch row and receipt names its message by. Not to be
+/// confused with the caller's `message_id` ([`IdempotencyKey`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct MessagePk(pub i64);
+
+impl MessagePk {
+    /// The creation time encoded in the id: the day partition its rows live in.
+    pub fn created_at(self) -> DateTime<Utc> {
+        id_time(self.0)
+    }
+
+    /// Parses `msg_…`; `None` for anything that is not one of ours.
+    pub fn parse(s: &str) -> Option<Self> {
+        parse_message_id(s).map(Self)
+    }
+}
+
+impl std::fmt::Display for MessagePk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&format_message_id(self.0))
+    }
+}
+
+impl ToSql for MessagePk {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        self.0.to_sql(ty, out)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <i64 as ToSql>::accepts(ty)
+    }
+
+    to_sql_checked!();
+}
+
+impl<'a> FromSql<'a> for MessagePk {
+    fn from_sql(
+        ty: &Type,
+        raw: &'a [u8],
+    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+        i64::from_sql(ty, raw).map(Self)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        <i64 as FromSql>::accepts(ty)
+    }
+}
+
+/// The caller's own id of a message (`message_id` in a send request): 1–64 of
+/// `[A-Za-z0-9_.:-]`, unique per app; a replay with the same key is the same message.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IdempotencyKey(String);
+
+impl IdempotencyKey {
+    pub fn parse(s: &str) -> Option<Self> {
+        is_idempotency_key(s).then(|| Self(s.to_owned()))
+    }
+
+    /// A key read back from the database, where only valid keys are written.
+    pub fn from_stored(s: String) -> Self {
+        Self(s)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl serde::Serialize for IdempotencyKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl std::fmt::Display for IdempotencyKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// 1–64 of `[A-Za-z0-9_.:-]`: an idempotency key, and the ids of per-app objects.
+pub fn is_idempotency_key(s: &str) -> bool {
+    (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::channel::{is_valid_channel_code, ChannelType};
 use super::send::{is_user_id, FieldError};
-use super::{is_valid_channel_code, ChannelType};
 
 pub const MAX_TAGS: usize = 100;
 pub const MAX_BINDINGS: usize = 50;

@@ -15,17 +15,16 @@ use futures_util::future::LocalBoxFuture;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::poll::{provider_id, Answers, Poller, Query};
-use super::token::{credential, with_token, Fetch, TokenCache};
-use super::{
-    call, check_errcode, content_text, default_timeout_ms, http_client, parse_settings,
-    token_answer, Answer, ProviderDeps,
+use super::context::ProviderContext;
+use super::contract::{all, Attempt, Batch, BuildError, ErrorClass, Provider, ProviderError};
+use super::support::http::{
+    call, check_errcode, content_text, default_timeout_ms, http_client, token_answer, Answer,
 };
-use crate::channel::sender::SenderConfig;
-use crate::channel::{all, Attempt, Batch, ErrorClass, Provider, ProviderError};
+use super::support::poll::{provider_id, Answers, Poller, Query};
+use super::support::token::{credential, with_token, Fetch, TokenCache};
 use crate::domain::DeliveryState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     #[serde(default = "default_base")]
@@ -74,9 +73,8 @@ pub struct Dingtalk {
 }
 
 impl Dingtalk {
-    pub fn new(config: &SenderConfig, deps: &ProviderDeps) -> Result<Self, String> {
-        let s: Settings = parse_settings(&config.settings)?;
-        let client = http_client(config, Duration::from_millis(s.timeout_ms))?;
+    pub fn new(ctx: &ProviderContext, s: &Settings) -> Result<Self, BuildError> {
+        let client = http_client(ctx, Duration::from_millis(s.timeout_ms))?;
         let base: Rc<str> = s.base_url.trim_end_matches('/').into();
         let credential = credential("dingtalk", &base, &s.appkey, &s.appsecret);
         let fetch: Fetch = {
@@ -93,7 +91,7 @@ impl Dingtalk {
                 })
             })
         };
-        let tokens = TokenCache::new(&config.code, &credential, fetch);
+        let tokens = TokenCache::new(&ctx.code, &credential, fetch);
         let query: Query = {
             let client = client.clone();
             let base = base.clone();
@@ -123,12 +121,7 @@ impl Dingtalk {
                 })
             })
         };
-        let poller = Poller::start(
-            &config.code,
-            deps,
-            Duration::from_millis(s.poll_interval_ms),
-            query,
-        );
+        let poller = Poller::start(ctx, Duration::from_millis(s.poll_interval_ms), query);
         Ok(Self {
             client,
             base,

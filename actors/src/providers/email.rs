@@ -18,9 +18,9 @@ use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{default_timeout_ms, parse_settings};
-use crate::channel::sender::SenderConfig;
-use crate::channel::{Attempt, Batch, Provider, ProviderError};
+use super::context::ProviderContext;
+use super::contract::{Attempt, Batch, BuildError, Provider, ProviderError, SettingsError};
+use super::support::http::default_timeout_ms;
 
 #[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -30,7 +30,7 @@ pub enum TlsMode {
     Tls,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub host: String,
@@ -75,33 +75,40 @@ impl Drop for Email {
 
 /// Checks the settings without building a transport (a pooled transport must be built,
 /// and dropped, inside a runtime).
-pub fn check(s: &Settings) -> Result<(), String> {
-    s.from
-        .parse::<Mailbox>()
-        .map_err(|e| format!("settings.from: not a mailbox: {e}"))?;
+pub fn check(s: &Settings) -> Result<(), SettingsError> {
+    from(s)?;
     if s.tls != TlsMode::None {
-        TlsParameters::builder(s.host.clone())
-            .dangerous_accept_invalid_certs(s.accept_invalid_certs)
-            .build()
-            .map_err(|e| format!("settings.tls: {e}"))?;
+        tls_parameters(s)?;
     }
     if s.username.is_some() != s.password.is_some() {
-        return Err("settings.username: username and password go together".into());
+        return Err(credentials_apart());
     }
     Ok(())
+}
+
+fn from(s: &Settings) -> Result<Mailbox, SettingsError> {
+    s.from
+        .parse::<Mailbox>()
+        .map_err(|e| SettingsError::new("settings.from", format!("not a mailbox: {e}")))
+}
+
+fn tls_parameters(s: &Settings) -> Result<TlsParameters, SettingsError> {
+    TlsParameters::builder(s.host.clone())
+        .dangerous_accept_invalid_certs(s.accept_invalid_certs)
+        .build()
+        .map_err(|e| SettingsError::new("settings.tls", e.to_string()))
+}
+
+fn credentials_apart() -> SettingsError {
+    SettingsError::new("settings.username", "username and password go together")
 }
 
 /// Builds the transport (no connection is made yet). Must run inside a tokio runtime.
 pub fn transport(
     s: &Settings,
     pool_size: usize,
-) -> Result<AsyncSmtpTransport<Tokio1Executor>, String> {
-    let tls_params = || {
-        TlsParameters::builder(s.host.clone())
-            .dangerous_accept_invalid_certs(s.accept_invalid_certs)
-            .build()
-            .map_err(|e| format!("settings.tls: {e}"))
-    };
+) -> Result<AsyncSmtpTransport<Tokio1Executor>, SettingsError> {
+    let tls_params = || tls_parameters(s);
     let (tls, port) = match s.tls {
         TlsMode::None => (Tls::None, 25),
         TlsMode::Starttls => (Tls::Required(tls_params()?), 587),
@@ -115,21 +122,16 @@ pub fn transport(
     match (&s.username, &s.password) {
         (Some(u), Some(p)) => b = b.credentials(Credentials::new(u.clone(), p.clone())),
         (None, None) => {}
-        _ => return Err("settings.username: username and password go together".into()),
+        _ => return Err(credentials_apart()),
     }
     Ok(b.build())
 }
 
 impl Email {
-    pub fn new(config: &SenderConfig) -> Result<Self, String> {
-        let s: Settings = parse_settings(&config.settings)?;
-        let from: Mailbox = s
-            .from
-            .parse()
-            .map_err(|e| format!("settings.from: not a mailbox: {e}"))?;
+    pub fn new(ctx: &ProviderContext, s: &Settings) -> Result<Self, BuildError> {
         Ok(Self {
-            transport: Some(transport(&s, config.pool_size)?),
-            from,
+            transport: Some(transport(s, ctx.pool_size)?),
+            from: from(s)?,
         })
     }
 }
@@ -189,7 +191,7 @@ impl Provider for Email {
         let from = self.from.clone();
         Box::pin(async move {
             let Some(transport) = transport else {
-                return crate::channel::all(
+                return crate::providers::contract::all(
                     &batch,
                     Attempt::Failed(ProviderError::retryable(
                         "stopped",

@@ -15,14 +15,18 @@ use futures_util::future::LocalBoxFuture;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::token::{credential, with_token, Fetch, TokenCache};
-use super::{
-    call, content_text, default_timeout_ms, http_client, parse_settings, token_answer, Answer,
+use super::context::ProviderContext;
+use super::contract::{
+    all, Attempt, Batch, BuildError, ErrorClass, Inbound, InboundError, InboundRequest, Provider,
+    ProviderError, ProviderReceipt, Reply,
 };
-use crate::channel::sender::SenderConfig;
-use crate::channel::{all, Attempt, Batch, ErrorClass, Provider, ProviderError};
+use super::support::http::{
+    call, content_text, default_timeout_ms, http_client, token_answer, Answer,
+};
+use super::support::token::{credential, with_token, Fetch, TokenCache};
+use crate::domain::DeliveryState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     #[serde(default = "default_base")]
@@ -75,9 +79,8 @@ pub struct Feishu {
 }
 
 impl Feishu {
-    pub fn new(config: &SenderConfig) -> Result<Self, String> {
-        let s: Settings = parse_settings(&config.settings)?;
-        let client = http_client(config, Duration::from_millis(s.timeout_ms))?;
+    pub fn new(ctx: &ProviderContext, s: &Settings) -> Result<Self, BuildError> {
+        let client = http_client(ctx, Duration::from_millis(s.timeout_ms))?;
         let base: Rc<str> = s.base_url.trim_end_matches('/').into();
         let credential = credential("feishu", &base, &s.app_id, &s.app_secret);
         let fetch: Fetch = {
@@ -104,8 +107,8 @@ impl Feishu {
         Ok(Self {
             client,
             base,
-            id_type: s.receive_id_type.into(),
-            tokens: TokenCache::new(&config.code, &credential, fetch),
+            id_type: s.receive_id_type.as_str().into(),
+            tokens: TokenCache::new(&ctx.code, &credential, fetch),
         })
     }
 }
@@ -173,4 +176,34 @@ impl Provider for Feishu {
             out
         })
     }
+}
+
+/// A Feishu event subscription: `url_verification` is answered with its challenge;
+/// `im.message.message_read_v1` marks the listed messages read.
+pub fn inbound(req: &InboundRequest<'_>) -> Result<Inbound, InboundError> {
+    let v: Value = serde_json::from_slice(req.body)
+        .map_err(|e| InboundError::Malformed(format!("not JSON: {e}")))?;
+    if v["type"] == "url_verification" {
+        return Ok(Inbound {
+            receipts: Vec::new(),
+            reply: Reply::Json(json!({"challenge": v["challenge"]})),
+        });
+    }
+    let mut receipts = Vec::new();
+    if v.pointer("/header/event_type").and_then(Value::as_str) == Some("im.message.message_read_v1")
+    {
+        for id in v
+            .pointer("/event/message_id_list")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+        {
+            receipts.push(ProviderReceipt::new(id, DeliveryState::Read, None));
+        }
+    }
+    Ok(Inbound {
+        receipts,
+        reply: Reply::Json(json!({})),
+    })
 }

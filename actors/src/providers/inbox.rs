@@ -5,13 +5,12 @@
 use futures_util::future::LocalBoxFuture;
 use serde::Deserialize;
 
-use super::{parse_settings, ProviderDeps};
-use crate::channel::sender::SenderConfig;
-use crate::channel::{all, Attempt, Batch, Provider, ProviderError};
-use crate::store::deliveries::NewInboxItem;
+use super::context::ProviderContext;
+use super::contract::{all, Attempt, Batch, Provider, ProviderError};
+use crate::store::inbox::NewInboxItem;
 use crate::store::Store;
 
-#[derive(Debug, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {}
 
@@ -20,11 +19,10 @@ pub struct Inbox {
 }
 
 impl Inbox {
-    pub fn new(config: &SenderConfig, deps: &ProviderDeps) -> Result<Self, String> {
-        parse_settings::<Settings>(&config.settings)?;
-        Ok(Self {
-            store: deps.store.clone(),
-        })
+    pub fn new(ctx: &ProviderContext, _: &Settings) -> Self {
+        Self {
+            store: ctx.store.clone(),
+        }
     }
 }
 

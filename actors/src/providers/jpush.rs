@@ -12,13 +12,13 @@ use futures_util::future::LocalBoxFuture;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::poll::{provider_id, Answers, Poller, Query};
-use super::{call, default_timeout_ms, http_client, parse_settings, Answer, ProviderDeps};
-use crate::channel::sender::SenderConfig;
-use crate::channel::{all, Attempt, Batch, Provider, ProviderError};
+use super::context::ProviderContext;
+use super::contract::{all, Attempt, Batch, BuildError, Provider, ProviderError};
+use super::support::http::{call, default_timeout_ms, http_client, Answer};
+use super::support::poll::{provider_id, Answers, Poller, Query};
 use crate::domain::DeliveryState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     #[serde(default = "default_base")]
@@ -85,9 +85,8 @@ pub struct Jpush {
 }
 
 impl Jpush {
-    pub fn new(config: &SenderConfig, deps: &ProviderDeps) -> Result<Self, String> {
-        let s: Settings = parse_settings(&config.settings)?;
-        let client = http_client(config, Duration::from_millis(s.timeout_ms))?;
+    pub fn new(ctx: &ProviderContext, s: &Settings) -> Result<Self, BuildError> {
+        let client = http_client(ctx, Duration::from_millis(s.timeout_ms))?;
         let report: Rc<str> = s.report_url.trim_end_matches('/').into();
         let query: Query = {
             let client = client.clone();
@@ -106,17 +105,12 @@ impl Jpush {
                 })
             })
         };
-        let poller = Poller::start(
-            &config.code,
-            deps,
-            Duration::from_millis(s.poll_interval_ms),
-            query,
-        );
+        let poller = Poller::start(ctx, Duration::from_millis(s.poll_interval_ms), query);
         Ok(Self {
             client,
             base: s.base_url.trim_end_matches('/').into(),
-            key: s.app_key.into(),
-            secret: s.master_secret.into(),
+            key: s.app_key.as_str().into(),
+            secret: s.master_secret.as_str().into(),
             apns_production: s.apns_production,
             ttl: s.time_to_live,
             poller: Rc::new(poller),
@@ -166,7 +160,7 @@ impl Provider for Jpush {
         let extras = c.get("extras").cloned().unwrap_or_else(|| json!({}));
         let rids: Vec<&str> = batch.targets.iter().map(|t| t.address.as_str()).collect();
         let mut options = json!({
-            "sendno": (batch.message_pk % 1_000_000_000).max(1),
+            "sendno": (batch.message_pk.0 % 1_000_000_000).max(1),
             "apns_production": self.apns_production,
         });
         if let Some(ttl) = self.ttl {

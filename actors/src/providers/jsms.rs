@@ -3,6 +3,7 @@
 //! Delivery reports arrive as signed form posts at `/callbacks/{code}` (see the front
 //! door's `callbacks.rs`), matched by `msg_id`.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -10,11 +11,16 @@ use futures_util::future::LocalBoxFuture;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::{call, default_timeout_ms, http_client, parse_settings, Answer};
-use crate::channel::sender::SenderConfig;
-use crate::channel::{all, Attempt, Batch, Provider, ProviderError};
+use super::context::ProviderContext;
+use super::contract::{
+    all, Attempt, Batch, BuildError, Inbound, InboundError, InboundRequest, Provider,
+    ProviderError, ProviderReceipt, Reply,
+};
+use super::support::http::{call, default_timeout_ms, http_client, Answer};
+use super::support::sha1_hex;
+use crate::domain::DeliveryState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     #[serde(default = "default_base")]
@@ -72,13 +78,12 @@ pub struct Jsms {
 }
 
 impl Jsms {
-    pub fn new(config: &SenderConfig) -> Result<Self, String> {
-        let s: Settings = parse_settings(&config.settings)?;
+    pub fn new(ctx: &ProviderContext, s: &Settings) -> Result<Self, BuildError> {
         Ok(Self {
-            client: http_client(config, Duration::from_millis(s.timeout_ms))?,
+            client: http_client(ctx, Duration::from_millis(s.timeout_ms))?,
             base: s.base_url.trim_end_matches('/').into(),
-            key: s.app_key.into(),
-            secret: s.master_secret.into(),
+            key: s.app_key.as_str().into(),
+            secret: s.master_secret.as_str().into(),
             sign_id: s.sign_id,
         })
     }
@@ -175,4 +180,47 @@ impl Provider for Jsms {
                 .collect()
         })
     }
+}
+
+/// A JSMS callback: a form post signed with sha1 over the app key, master secret, nonce
+/// and timestamp. `SMS_REPORT` status 4001 is delivered, any other status undelivered;
+/// other types are acknowledged and ignored.
+pub fn inbound(s: &Settings, req: &InboundRequest<'_>) -> Result<Inbound, InboundError> {
+    let form: HashMap<String, String> = serde_urlencoded::from_bytes(req.body)
+        .map_err(|e| InboundError::Malformed(format!("not a form: {e}")))?;
+    let get = |k: &str| form.get(k).map_or("", String::as_str);
+    let expected = sha1_hex(&format!(
+        "appKey={}&appMasterSecret={}&nonce={}&timestamp={}",
+        s.app_key,
+        s.master_secret,
+        get("nonce"),
+        get("timestamp"),
+    ));
+    if !get("signature").eq_ignore_ascii_case(&expected) {
+        return Err(InboundError::BadSignature);
+    }
+    let mut receipts = Vec::new();
+    if get("type") == "SMS_REPORT" {
+        let data: Value = serde_json::from_str(get("data"))
+            .map_err(|e| InboundError::Malformed(format!("data: {e}")))?;
+        let msg_id = match &data["msgId"] {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => return Err(InboundError::Malformed("data.msgId missing".into())),
+        };
+        let status = data["status"].as_i64().unwrap_or(0);
+        receipts.push(if status == 4001 {
+            ProviderReceipt::new(msg_id, DeliveryState::Delivered, Some("4001"))
+        } else {
+            ProviderReceipt::new(
+                msg_id,
+                DeliveryState::Undelivered,
+                Some(&status.to_string()),
+            )
+        });
+    }
+    Ok(Inbound {
+        receipts,
+        reply: Reply::Empty,
+    })
 }

@@ -30,12 +30,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use serde::Deserialize;
 use sha2::Sha256;
 
-use super::{default_timeout_ms, http_client, parse_settings};
-use crate::channel::sender::SenderConfig;
-use crate::channel::{Attempt, Batch, Provider, ProviderError};
-use crate::domain::ids::format_message_id;
+use super::context::ProviderContext;
+use super::contract::{Attempt, Batch, BuildError, Provider, ProviderError, SettingsError};
+use super::support::http::{default_timeout_ms, header_seconds, http_client, read_limited};
+use crate::domain::MessagePk;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// `whsec_` + base64 of 24–64 random bytes.
@@ -53,7 +53,7 @@ pub struct Webhook {
     key: std::sync::Arc<[u8]>,
     /// The last few messages' serialized parts (message id, body): a message goes out to
     /// its recipients one call each, mostly one message after another.
-    recent: RefCell<VecDeque<(i64, Rc<Shared>)>>,
+    recent: RefCell<VecDeque<(MessagePk, Rc<Shared>)>>,
     /// Parsed receiver URLs: the same receivers are called again and again, and parsing
     /// (host normalization included) costs more than a copy.
     urls: RefCell<HashMap<String, Receiver>>,
@@ -89,13 +89,16 @@ struct Shared {
 const RECENT: usize = 16;
 
 /// The HMAC key of a `whsec_…` secret.
-pub fn secret_key(secret: &str) -> Result<Vec<u8>, String> {
+pub fn secret_key(secret: &str) -> Result<Vec<u8>, SettingsError> {
     let b64 = secret.strip_prefix("whsec_").unwrap_or(secret);
     let key = base64::engine::general_purpose::STANDARD
         .decode(b64)
-        .map_err(|_| "settings.secret: not `whsec_` followed by base64".to_owned())?;
+        .map_err(|_| SettingsError::new("settings.secret", "not `whsec_` followed by base64"))?;
     if key.len() < 16 {
-        return Err("settings.secret: at least 16 bytes of key".into());
+        return Err(SettingsError::new(
+            "settings.secret",
+            "at least 16 bytes of key",
+        ));
     }
     Ok(key)
 }
@@ -118,18 +121,17 @@ pub fn sign(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
 }
 
 impl Webhook {
-    pub fn new(config: &SenderConfig) -> Result<Self, String> {
-        let s: Settings = parse_settings(&config.settings)?;
+    pub fn new(ctx: &ProviderContext, s: &Settings) -> Result<Self, BuildError> {
         let timeout = Duration::from_millis(s.timeout_ms);
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.set_connect_timeout(Some(timeout.min(Duration::from_secs(5))));
         let plain =
             hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-                .pool_max_idle_per_host(config.pool_size.max(1))
+                .pool_max_idle_per_host(ctx.pool_size.max(1))
                 .build(http);
         Ok(Self {
-            client: http_client(config, timeout)?,
+            client: http_client(ctx, timeout)?,
             plain,
             timeout,
             key: secret_key(&s.secret)?.into(),
@@ -147,7 +149,7 @@ fn classify_status(status: StatusCode, headers: &HeaderMap) -> Attempt {
         Attempt::Failed(ProviderError::rate_limited(
             code,
             format!("receiver answered {status}"),
-            super::header_seconds(headers, "retry-after"),
+            header_seconds(headers, "retry-after"),
         ))
     } else if status.is_server_error() {
         Attempt::Failed(ProviderError::retryable(
@@ -229,29 +231,32 @@ async fn post_tls(client: &reqwest::Client, url: reqwest::Url, event: Event) -> 
         Err(e) => Attempt::Failed(ProviderError::transport(&e)),
         Ok(resp) => {
             let attempt = classify_status(resp.status(), resp.headers());
-            let _ = super::read_limited(resp, ANSWER_READ).await;
+            let _ = read_limited(resp, ANSWER_READ).await;
             attempt
         }
     }
 }
 
+/// A recipient's address that is not a URL umsd can post to.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the webhook URL {0}")]
+struct InvalidUrl(String);
+
 impl Webhook {
     /// The receiver's URL, parsed once.
-    fn url(&self, address: &str) -> Result<Receiver, String> {
+    fn url(&self, address: &str) -> Result<Receiver, InvalidUrl> {
         let mut urls = self.urls.borrow_mut();
         if let Some(url) = urls.get(address) {
             return Ok(url.clone());
         }
-        let url = reqwest::Url::parse(address)
-            .map_err(|e| format!("the webhook URL {address:?} is not valid: {e}"))?;
+        let invalid =
+            |e: &dyn std::fmt::Display| InvalidUrl(format!("{address:?} is not valid: {e}"));
+        let url = reqwest::Url::parse(address).map_err(|e| invalid(&e))?;
         let receiver = match url.scheme() {
             // The normalized form (lower-case host, default path) as the request target.
-            "http" => Receiver::Plain(
-                Uri::try_from(url.as_str())
-                    .map_err(|e| format!("the webhook URL {address:?} is not valid: {e}"))?,
-            ),
+            "http" => Receiver::Plain(Uri::try_from(url.as_str()).map_err(|e| invalid(&e))?),
             "https" => Receiver::Tls(url),
-            _ => return Err(format!("the webhook URL {address:?} is not http or https")),
+            _ => return Err(InvalidUrl(format!("{address:?} is not http or https"))),
         };
         if urls.len() >= URLS {
             urls.clear();
@@ -267,7 +272,7 @@ impl Webhook {
             return s.clone();
         }
         let shared = Rc::new(Shared {
-            message: format_message_id(batch.message_pk),
+            message: batch.message_pk.to_string(),
             body: batch
                 .content
                 .get("body")
@@ -288,7 +293,7 @@ impl Provider for Webhook {
         let timeout = self.timeout;
         let key = self.key.clone();
         let shared = self.shared(&batch);
-        let targets: Vec<(i64, Option<String>, Result<Receiver, String>)> = batch
+        let targets: Vec<(i64, Option<String>, Result<Receiver, InvalidUrl>)> = batch
             .targets
             .into_iter()
             .map(|t| {
@@ -303,7 +308,7 @@ impl Provider for Webhook {
                 let url = match url {
                     Ok(url) => url,
                     Err(reason) => {
-                        let err = ProviderError::permanent("invalid_url", reason);
+                        let err = ProviderError::permanent("invalid_url", reason.to_string());
                         out.push((delivery_id, Attempt::Failed(err)));
                         continue;
                     }

@@ -6,6 +6,7 @@
 //! `client_msg_id` = the delivery id makes a re-send after a crash safe. Results arrive as
 //! `TEMPLATESENDJOBFINISH` XML events at `/callbacks/{code}`, matched by `MsgID`.
 
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -13,14 +14,19 @@ use futures_util::future::LocalBoxFuture;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::token::{credential, with_token, Fetch, TokenCache};
-use super::{
-    call, check_errcode, default_timeout_ms, http_client, parse_settings, token_answer, Answer,
+use super::context::ProviderContext;
+use super::contract::{
+    all, Attempt, Batch, BuildError, ErrorClass, Inbound, InboundError, InboundRequest, Provider,
+    ProviderError, ProviderReceipt, Reply,
 };
-use crate::channel::sender::SenderConfig;
-use crate::channel::{all, Attempt, Batch, ErrorClass, Provider, ProviderError};
+use super::support::http::{
+    call, check_errcode, default_timeout_ms, http_client, token_answer, Answer,
+};
+use super::support::sha1_hex;
+use super::support::token::{credential, with_token, Fetch, TokenCache};
+use crate::domain::DeliveryState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     #[serde(default = "default_base")]
@@ -72,9 +78,8 @@ pub struct Wechat {
 }
 
 impl Wechat {
-    pub fn new(config: &SenderConfig) -> Result<Self, String> {
-        let s: Settings = parse_settings(&config.settings)?;
-        let client = http_client(config, Duration::from_millis(s.timeout_ms))?;
+    pub fn new(ctx: &ProviderContext, s: &Settings) -> Result<Self, BuildError> {
+        let client = http_client(ctx, Duration::from_millis(s.timeout_ms))?;
         let base: Rc<str> = s.base_url.trim_end_matches('/').into();
         let credential = credential(
             if s.stable_token {
@@ -115,7 +120,7 @@ impl Wechat {
             quota_pause: Duration::from_secs(s.quota_pause_seconds),
             client,
             base,
-            tokens: TokenCache::new(&config.code, &credential, fetch),
+            tokens: TokenCache::new(&ctx.code, &credential, fetch),
         })
     }
 }
@@ -187,6 +192,48 @@ pub fn xml_field<'a>(xml: &'a str, tag: &str) -> Option<&'a str> {
             .and_then(|v| v.strip_suffix("]]>"))
             .unwrap_or(v),
     )
+}
+
+/// WeChat's server-URL signature: sha1 of the sorted (token, timestamp, nonce). Without
+/// a `callback_token` configured, nothing is checked.
+pub fn signature_ok(s: &Settings, q: &HashMap<String, String>) -> bool {
+    let Some(token) = s.callback_token.as_deref() else {
+        return true;
+    };
+    let mut parts = [
+        token,
+        q.get("timestamp").map_or("", String::as_str),
+        q.get("nonce").map_or("", String::as_str),
+    ];
+    parts.sort_unstable();
+    q.get("signature")
+        .is_some_and(|sig| sig.eq_ignore_ascii_case(&sha1_hex(&parts.concat())))
+}
+
+/// A WeChat event push: `TEMPLATESENDJOBFINISH` XML events report a template message's
+/// fate (`success`, `failed:user block`, `failed:system failed`); others are
+/// acknowledged and ignored. WeChat expects `success` as the answer.
+pub fn inbound(s: &Settings, req: &InboundRequest<'_>) -> Result<Inbound, InboundError> {
+    if !signature_ok(s, &req.query_map()) {
+        return Err(InboundError::BadSignature);
+    }
+    let xml = String::from_utf8_lossy(req.body);
+    let mut receipts = Vec::new();
+    if xml_field(&xml, "Event") == Some("TEMPLATESENDJOBFINISH") {
+        let id = xml_field(&xml, "MsgID").unwrap_or("");
+        let status = xml_field(&xml, "Status").unwrap_or("");
+        receipts.push(match status {
+            "success" => ProviderReceipt::new(id, DeliveryState::Delivered, None),
+            "failed:user block" => {
+                ProviderReceipt::new(id, DeliveryState::Undelivered, Some("user_block"))
+            }
+            _ => ProviderReceipt::new(id, DeliveryState::Undelivered, Some("system_failed")),
+        });
+    }
+    Ok(Inbound {
+        receipts,
+        reply: Reply::Text("success".into()),
+    })
 }
 
 #[cfg(test)]

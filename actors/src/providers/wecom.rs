@@ -15,15 +15,14 @@ use futures_util::future::LocalBoxFuture;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::token::{credential, with_token, Fetch, TokenCache};
-use super::{
-    call, check_errcode, content_text, default_timeout_ms, http_client, parse_settings,
-    token_answer, Answer,
+use super::context::ProviderContext;
+use super::contract::{all, Attempt, Batch, BuildError, ErrorClass, Provider, ProviderError};
+use super::support::http::{
+    call, check_errcode, content_text, default_timeout_ms, http_client, token_answer, Answer,
 };
-use crate::channel::sender::SenderConfig;
-use crate::channel::{all, Attempt, Batch, ErrorClass, Provider, ProviderError};
+use super::support::token::{credential, with_token, Fetch, TokenCache};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     #[serde(default = "default_base")]
@@ -62,9 +61,8 @@ fn check(a: &Answer) -> Result<(), ProviderError> {
 }
 
 impl Wecom {
-    pub fn new(config: &SenderConfig) -> Result<Self, String> {
-        let s: Settings = parse_settings(&config.settings)?;
-        let client = http_client(config, Duration::from_millis(s.timeout_ms))?;
+    pub fn new(ctx: &ProviderContext, s: &Settings) -> Result<Self, BuildError> {
+        let client = http_client(ctx, Duration::from_millis(s.timeout_ms))?;
         let base: Rc<str> = s.base_url.trim_end_matches('/').into();
         let credential = credential("wecom", &base, &s.corpid, &s.corpsecret);
         let fetch: Fetch = {
@@ -85,7 +83,7 @@ impl Wecom {
             client,
             base,
             agentid: s.agentid,
-            tokens: TokenCache::new(&config.code, &credential, fetch),
+            tokens: TokenCache::new(&ctx.code, &credential, fetch),
         })
     }
 }

@@ -1,15 +1,12 @@
 //! Registry tables: apps, channels and grants — loading them for the in-memory
-//! [`Directory`](crate::directory::Directory) and writing them from config or the admin API.
-
-use std::collections::HashMap;
+//! directory and writing them from config or the admin API.
 
 use rand::RngCore;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 use super::{Store, StoreError};
-use crate::directory::{AppEntry, ChannelEntry, Snapshot};
-use crate::domain::ChannelType;
+use crate::domain::app::hash_secret;
+use crate::domain::{ChannelCode, ChannelType};
 
 /// An app as declared in the configuration file.
 #[derive(Debug, Clone)]
@@ -33,12 +30,42 @@ pub struct ChannelSpec {
     pub settings: Value,
 }
 
-/// sha256(salt || secret).
-pub fn hash_secret(salt: &[u8], secret: &str) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(salt);
-    h.update(secret.as_bytes());
-    h.finalize().into()
+/// The registry as stored, for the in-memory directory to be built from.
+#[derive(Debug, Clone, Default)]
+pub struct DirectoryRows {
+    pub apps: Vec<AppRow>,
+    pub channels: Vec<ChannelRow>,
+    pub grants: Vec<GrantRow>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppRow {
+    pub id: i32,
+    pub key: String,
+    pub name: String,
+    pub salt: Vec<u8>,
+    pub secret_hash: Vec<u8>,
+    pub enabled: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChannelRow {
+    pub code: ChannelCode,
+    pub channel_type: ChannelType,
+    pub enabled: bool,
+    pub rate_per_second: Option<f64>,
+    pub burst: Option<i32>,
+    pub pool_size: Option<i32>,
+    /// Provider settings, credentials included.
+    pub settings: Value,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct GrantRow {
+    pub app_id: i32,
+    pub channel_code: String,
+    pub enabled: bool,
 }
 
 fn new_salt() -> [u8; 16] {
@@ -48,32 +75,26 @@ fn new_salt() -> [u8; 16] {
 }
 
 impl Store {
-    /// Reads apps, channels and grants.
-    pub async fn load_directory(&self) -> Result<Snapshot, StoreError> {
+    /// Reads apps, channels and grants as stored.
+    pub async fn load_directory(&self) -> Result<DirectoryRows, StoreError> {
         let client = self.client().await?;
-        let mut apps = HashMap::new();
-        for row in client
+        let apps = client
             .query(
                 "SELECT id, app_key, name, secret_salt, secret_hash, enabled FROM apps",
                 &[],
             )
             .await?
-        {
-            let key: String = row.get(1);
-            apps.insert(
-                key.clone(),
-                AppEntry {
-                    id: row.get(0),
-                    key,
-                    name: row.get(2),
-                    salt: row.get(3),
-                    secret_hash: row.get(4),
-                    enabled: row.get(5),
-                    grants: HashMap::new(),
-                },
-            );
-        }
-        let mut channels = HashMap::new();
+            .into_iter()
+            .map(|row| AppRow {
+                id: row.get(0),
+                key: row.get(1),
+                name: row.get(2),
+                salt: row.get(3),
+                secret_hash: row.get(4),
+                enabled: row.get(5),
+            })
+            .collect();
+        let mut channels = Vec::new();
         for row in client
             .query(
                 "SELECT code, type, enabled, rate_per_second, burst, pool_size, settings,
@@ -89,31 +110,32 @@ impl Store {
                 tracing::warn!(%code, %ty, "channel of unknown type ignored");
                 continue;
             };
-            channels.insert(
-                code.clone(),
-                ChannelEntry {
-                    code,
-                    channel_type,
-                    enabled: row.get(2),
-                    rate_per_second: row.get(3),
-                    burst: row.get(4),
-                    pool_size: row.get(5),
-                    settings: row.get(6),
-                    updated_at: row.get(7),
-                },
-            );
+            channels.push(ChannelRow {
+                code: ChannelCode::from_stored(&code),
+                channel_type,
+                enabled: row.get(2),
+                rate_per_second: row.get(3),
+                burst: row.get(4),
+                pool_size: row.get(5),
+                settings: row.get(6),
+                updated_at: row.get(7),
+            });
         }
-        let by_id: HashMap<i32, String> = apps.values().map(|a| (a.id, a.key.clone())).collect();
-        for row in client
+        let grants = client
             .query("SELECT app_id, channel_code, enabled FROM grants", &[])
             .await?
-        {
-            let app_id: i32 = row.get(0);
-            if let Some(app) = by_id.get(&app_id).and_then(|k| apps.get_mut(k)) {
-                app.grants.insert(row.get(1), row.get(2));
-            }
-        }
-        Ok(Snapshot { apps, channels })
+            .into_iter()
+            .map(|row| GrantRow {
+                app_id: row.get(0),
+                channel_code: row.get(1),
+                enabled: row.get(2),
+            })
+            .collect();
+        Ok(DirectoryRows {
+            apps,
+            channels,
+            grants,
+        })
     }
 
     /// Creates or updates the configured channels, apps and grants in one transaction.

@@ -4,13 +4,19 @@
 //! This module owns the connection pool and SQL; it never decides policy (what to accept,
 //! when to retry) — callers do.
 
-pub mod callbacks;
-pub mod deliveries;
+pub mod app_callbacks;
 pub mod directory;
-pub mod messages;
+pub mod dispatch;
+pub mod history;
+pub mod inbox;
+pub mod ingest;
+pub mod layout;
+
 pub mod migrate;
 pub mod mo;
 pub mod partitions;
+pub mod plan;
+pub mod status;
 pub mod users;
 
 use std::time::Duration;

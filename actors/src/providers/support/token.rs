@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use futures_util::future::LocalBoxFuture;
 use sha2::{Digest, Sha256};
 
-use crate::channel::{ErrorClass, ProviderError};
 use crate::metrics as m;
+use crate::providers::contract::{ErrorClass, ProviderError};
 
 /// Fetches a fresh token: (token, lifetime).
 pub type Fetch = Rc<dyn Fn() -> LocalBoxFuture<'static, Result<(String, Duration), ProviderError>>>;

@@ -1,4 +1,4 @@
-//! `Callbacks`: posts the events in `callback_outbox` to the apps' callback URLs, signed
+//! `AppCallbacks`: posts the events in `callback_outbox` to the apps' callback URLs, signed
 //! like Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature` with the
 //! endpoint's `whsec_` secret), and retries failures with exponential backoff.
 //!
@@ -13,8 +13,9 @@ use actix::prelude::*;
 use futures_util::future::join_all;
 
 use crate::metrics as m;
+use crate::providers::contract::SettingsError;
 use crate::providers::webhook::{secret_key, sign};
-use crate::store::callbacks::Due;
+use crate::store::app_callbacks::Due;
 use crate::store::Store;
 
 /// How often the outbox is looked at when it was empty.
@@ -29,13 +30,13 @@ const MAX_ATTEMPTS: i16 = 12;
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 const TIMEOUT: Duration = Duration::from_secs(10);
 
-pub struct Callbacks {
+pub struct AppCallbacks {
     store: Store,
     client: Option<reqwest::Client>,
     busy: bool,
 }
 
-impl Callbacks {
+impl AppCallbacks {
     pub fn new(store: Store) -> Self {
         Self {
             store,
@@ -122,7 +123,7 @@ async fn post(client: &reqwest::Client, d: Due) -> (Due, bool) {
     let ok = match res {
         Ok(r) => {
             let ok = r.status().is_success();
-            let _ = crate::providers::read_limited(r, 64 * 1024).await;
+            let _ = crate::providers::support::http::read_limited(r, 64 * 1024).await;
             ok
         }
         Err(e) => {
@@ -140,15 +141,23 @@ pub fn is_callback_url(url: &str) -> bool {
             .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
 }
 
+/// Why a test event got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum TestPostError {
+    #[error(transparent)]
+    Secret(#[from] SettingsError),
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+}
+
 /// Posts a signed `test` event to an endpoint (`POST /v1/callbacks/test`): its HTTP status,
 /// or why no answer came.
-pub async fn post_test(url: &str, secret: &str) -> Result<u16, String> {
-    crate::providers::init_tls();
+pub async fn post_test(url: &str, secret: &str) -> Result<u16, TestPostError> {
+    crate::providers::support::tls::init();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .map_err(|e| e.to_string())?;
+        .build()?;
     let now = chrono::Utc::now();
     let id = format!("test_{}", now.timestamp_millis());
     let body = serde_json::json!({
@@ -169,16 +178,15 @@ pub async fn post_test(url: &str, secret: &str) -> Result<u16, String> {
         )
         .body(body)
         .send()
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     Ok(res.status().as_u16())
 }
 
-impl Actor for Callbacks {
+impl Actor for AppCallbacks {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        crate::providers::init_tls();
+        crate::providers::support::tls::init();
         match reqwest::Client::builder()
             .timeout(TIMEOUT)
             .connect_timeout(TIMEOUT.min(Duration::from_secs(5)))

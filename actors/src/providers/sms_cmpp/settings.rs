@@ -4,6 +4,8 @@
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::providers::contract::SettingsError;
 use umsd_cmpp::split::Signature;
 use umsd_cmpp::{MsgFmt, Version};
 
@@ -159,13 +161,13 @@ pub struct CmppConfig {
     pub connect_timeout: Duration,
 }
 
-fn field(name: &str, msg: &str) -> String {
-    format!("settings.{name}: {msg}")
+fn field(name: &str, msg: &str) -> SettingsError {
+    SettingsError::new(format!("settings.{name}"), msg)
 }
 
 impl Settings {
     /// Checks every value; the error names the field.
-    pub fn check(self) -> Result<CmppConfig, String> {
+    pub fn check(self) -> Result<CmppConfig, SettingsError> {
         if self.host.trim().is_empty() {
             return Err(field("host", "the gateway's host name or address"));
         }
@@ -271,15 +273,19 @@ impl Settings {
     }
 }
 
-/// Parses and checks a channel's provider settings.
-pub fn parse(settings: &serde_json::Value) -> Result<CmppConfig, String> {
-    crate::providers::parse_settings::<Settings>(settings)?.check()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ChannelType;
+    use crate::providers::settings::ChannelSettings;
     use serde_json::json;
+
+    fn parse(v: &serde_json::Value) -> Result<CmppConfig, SettingsError> {
+        match ChannelSettings::parse(ChannelType::SmsCmpp, v)? {
+            ChannelSettings::SmsCmpp(c) => Ok(c),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
 
     fn base() -> serde_json::Value {
         json!({"host": "127.0.0.1", "port": 7890, "account": "900001", "password": "888888",
@@ -312,7 +318,7 @@ mod tests {
             let mut s = base();
             s[key] = value;
             let err = parse(&s).unwrap_err();
-            assert!(err.contains(named), "{key}: {err}");
+            assert!(err.to_string().contains(named), "{key}: {err}");
         }
     }
 }

@@ -17,11 +17,11 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use super::{call, content_text, default_timeout_ms, http_client, parse_settings, Answer};
-use crate::channel::sender::SenderConfig;
-use crate::channel::{all, Attempt, Batch, Provider, ProviderError};
+use super::context::ProviderContext;
+use super::contract::{all, Attempt, Batch, BuildError, Provider, ProviderError, SettingsError};
+use super::support::http::{call, content_text, default_timeout_ms, http_client, Answer};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// `robot`.
@@ -68,23 +68,28 @@ pub struct Robot {
 }
 
 impl Robot {
-    pub fn new(config: &SenderConfig) -> Result<Self, String> {
-        let s: Settings = parse_settings(&config.settings)?;
-        check(&s)?;
+    /// A client for settings [`check`]ed at parse.
+    pub fn new(ctx: &ProviderContext, s: &Settings) -> Result<Self, BuildError> {
         Ok(Self {
-            client: http_client(config, Duration::from_millis(s.timeout_ms))?,
+            client: http_client(ctx, Duration::from_millis(s.timeout_ms))?,
             base: s.base_url.trim_end_matches('/').into(),
-            secret: s.secret.map(Into::into),
+            secret: s.secret.as_deref().map(Into::into),
         })
     }
 }
 
-pub fn check(s: &Settings) -> Result<(), String> {
+pub fn check(s: &Settings) -> Result<(), SettingsError> {
     if s.mode != "robot" {
-        return Err("settings.mode: `robot` or absent (work notices)".into());
+        return Err(SettingsError::new(
+            "settings.mode",
+            "`robot` or absent (work notices)",
+        ));
     }
     if s.secret.as_deref().is_some_and(|x| !x.starts_with("SEC")) {
-        return Err("settings.secret: a robot signing secret starts with `SEC`".into());
+        return Err(SettingsError::new(
+            "settings.secret",
+            "a robot signing secret starts with `SEC`",
+        ));
     }
     Ok(())
 }

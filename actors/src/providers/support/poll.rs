@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use futures_util::future::LocalBoxFuture;
 
-use super::ProviderDeps;
-use crate::channel::ProviderError;
 use crate::domain::DeliveryState;
+use crate::providers::context::ProviderContext;
+use crate::providers::contract::ProviderError;
 use crate::receipts::{Incoming, ReceiptEvent, ReceiptKey};
 
 /// How long a task is asked about before its silent recipients are left as submitted.
@@ -46,17 +46,16 @@ pub fn provider_id(task: &str, recipient: &str) -> String {
 
 impl Poller {
     /// Starts polling on the current arbiter; stops when the poller is dropped.
-    pub fn start(channel: &str, deps: &ProviderDeps, interval: Duration, query: Query) -> Self {
+    pub fn start(ctx: &ProviderContext, interval: Duration, query: Query) -> Self {
         let tasks: Tasks = Rc::new(RefCell::new(HashMap::new()));
         let weak = Rc::downgrade(&tasks);
-        let channel = channel.to_owned();
-        let deps = deps.clone();
+        let ctx = ctx.clone();
         actix::spawn(async move {
-            resume(&channel, &deps, &weak).await;
+            resume(&ctx, &weak).await;
             loop {
                 tokio::time::sleep(interval).await;
                 let Some(tasks) = weak.upgrade() else { break };
-                poll_once(&channel, &deps, &tasks, &query).await;
+                poll_once(&ctx, &tasks, &query).await;
             }
         });
         Self { tasks }
@@ -74,13 +73,10 @@ impl Poller {
 }
 
 /// Re-tracks what was still waiting for a receipt when the channel last stopped.
-async fn resume(channel: &str, deps: &ProviderDeps, tasks: &Weak<RefCell<HashMap<String, Task>>>) {
+async fn resume(ctx: &ProviderContext, tasks: &Weak<RefCell<HashMap<String, Task>>>) {
+    let channel = ctx.code.as_str();
     let since = Utc::now() - chrono::Duration::hours(24);
-    let waiting = match deps
-        .store
-        .awaiting_receipts(channel, since, 1_000_000)
-        .await
-    {
+    let waiting = match ctx.store.awaiting_receipts(channel, since, 1_000_000).await {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!(channel, error = %e, "cannot resume receipt polling");
@@ -106,7 +102,8 @@ async fn resume(channel: &str, deps: &ProviderDeps, tasks: &Weak<RefCell<HashMap
     }
 }
 
-async fn poll_once(channel: &str, deps: &ProviderDeps, tasks: &Tasks, query: &Query) {
+async fn poll_once(ctx: &ProviderContext, tasks: &Tasks, query: &Query) {
+    let channel = ctx.code.as_str();
     let now = Instant::now();
     let due: Vec<(String, Vec<String>)> = {
         let mut map = tasks.borrow_mut();
@@ -130,7 +127,7 @@ async fn poll_once(channel: &str, deps: &ProviderDeps, tasks: &Tasks, query: &Qu
         let events: Vec<ReceiptEvent> = answers
             .iter()
             .map(|(rid, state, code)| ReceiptEvent {
-                channel: channel.to_owned(),
+                channel: ctx.code.clone(),
                 key: ReceiptKey::Provider(provider_id(&task, rid)),
                 state: *state,
                 code: code.clone(),
@@ -138,7 +135,7 @@ async fn poll_once(channel: &str, deps: &ProviderDeps, tasks: &Tasks, query: &Qu
                 at,
             })
             .collect();
-        if let Ok(true) = deps.receipts.send(Incoming(events)).await {
+        if let Ok(true) = ctx.receipts.send(Incoming(events)).await {
             let mut map = tasks.borrow_mut();
             if let Some(t) = map.get_mut(&task) {
                 t.recipients

@@ -21,24 +21,72 @@ use actix::prelude::*;
 use chrono::Utc;
 use tokio::sync::Notify;
 
-use crate::channel::WorkSignals;
-use crate::directory::{Directory, Snapshot};
-use crate::domain::ids::{id_time, IdGenerator};
+use crate::channel::signals::WorkSignals;
+use crate::directory::Directory;
+use crate::domain::ids::IdGenerator;
 use crate::domain::send::SendRequest;
-use crate::domain::{ChannelType, DeliveryState};
+use crate::domain::{ChannelCode, DeliveryState, MessagePk};
 use crate::metrics as m;
-use crate::store::deliveries::{NewDelivery, PlanJob, ResolvedUser};
+
+mod targets;
+
+use crate::store::plan::{NewDelivery, PlanJob, ResolvedUser};
 use crate::store::{Store, StoreError};
+pub use targets::address_for;
+use targets::{resolve_channels, with_unknown, PlanChannel};
 
 /// Users planned per transaction for paged audiences (tags, segments, broadcast).
 pub const PAGE_USERS: usize = 1000;
 
+/// Plans the messages that are due. The ingest's nudge and a once-a-second look (for
+/// scheduled messages, which fall due without one) send it; a pass that planned something
+/// sends it again at once.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct PlanDue;
+
+/// Plans more targets of a message already accepted: deliveries on `channel` for `users`
+/// (what a strategy's later step asks for). The users are resolved as at first planning —
+/// addresses by binding scope, losses written with their reasons — and the queued
+/// deliveries go to the channel's sender at once. Answered with what was written, one
+/// per user.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<Vec<PlannedTarget>, PlanError>")]
+pub struct PlanTargets {
+    pub app_id: i32,
+    pub message: MessagePk,
+    pub channel: ChannelCode,
+    pub users: Vec<String>,
+}
+
+/// One delivery [`PlanTargets`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedTarget {
+    pub user_id: String,
+    pub delivery_id: i64,
+    /// `Queued`, or `Filtered` / `Failed` with `reason` when the target was lost.
+    pub state: DeliveryState,
+    pub reason: Option<&'static str>,
+}
+
+/// Why more targets could not be planned.
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error("no message {0} of this app")]
+    UnknownMessage(MessagePk),
+    #[error("no channel `{0}`")]
+    UnknownChannel(ChannelCode),
+    #[error("the store failed")]
+    Store(#[from] StoreError),
+}
+
 pub struct Planner {
-    store: Store,
-    directory: Arc<Directory>,
-    ids: Arc<IdGenerator>,
+    work: Arc<Work>,
     wake: Arc<Notify>,
-    signals: Arc<WorkSignals>,
+    /// A pass is running.
+    busy: bool,
+    /// Another pass was asked for while one ran.
+    again: bool,
 }
 
 impl Planner {
@@ -50,11 +98,15 @@ impl Planner {
         signals: Arc<WorkSignals>,
     ) -> Self {
         Self {
-            store,
-            directory,
-            ids,
+            work: Arc::new(Work {
+                store,
+                directory,
+                ids,
+                signals,
+            }),
             wake,
-            signals,
+            busy: false,
+            again: false,
         }
     }
 }
@@ -63,33 +115,58 @@ impl Actor for Planner {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let work = Work {
-            store: self.store.clone(),
-            directory: self.directory.clone(),
-            ids: self.ids.clone(),
-            signals: self.signals.clone(),
-        };
         let wake = self.wake.clone();
+        let me = ctx.address();
         ctx.spawn(
             async move {
                 loop {
-                    match work.pass().await {
-                        Ok(0) => {
-                            // Idle: wait for the ingest's nudge, or look again in a second
-                            // (scheduled messages fall due without one).
-                            let _ =
-                                tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
-                        }
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!(error = %e, "planning failed; retrying");
-                            tokio::time::sleep(Duration::from_secs(1)).await;
-                        }
+                    let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+                    if me.try_send(PlanDue).is_err() && !me.connected() {
+                        break;
                     }
                 }
             }
             .into_actor(self),
         );
+        ctx.notify(PlanDue);
+    }
+}
+
+impl Handler<PlanDue> for Planner {
+    type Result = ();
+
+    fn handle(&mut self, _: PlanDue, ctx: &mut Self::Context) {
+        if self.busy {
+            self.again = true;
+            return;
+        }
+        self.busy = true;
+        self.again = false;
+        let work = self.work.clone();
+        ctx.spawn(
+            async move { work.pass().await }
+                .into_actor(self)
+                .map(|result, act, ctx| {
+                    act.busy = false;
+                    match result {
+                        Ok(n) if n > 0 || act.again => ctx.notify(PlanDue),
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %crate::error_chain(&e), "planning failed; retrying");
+                            ctx.notify_later(PlanDue, Duration::from_secs(1));
+                        }
+                    }
+                }),
+        );
+    }
+}
+
+impl Handler<PlanTargets> for Planner {
+    type Result = ResponseFuture<Result<Vec<PlannedTarget>, PlanError>>;
+
+    fn handle(&mut self, msg: PlanTargets, _: &mut Self::Context) -> Self::Result {
+        let work = self.work.clone();
+        Box::pin(async move { work.plan_targets(msg).await })
     }
 }
 
@@ -124,7 +201,7 @@ impl Work {
             Err(e) => {
                 // Cannot happen for a request this build validated; an older build's
                 // request that no longer parses is dropped rather than retried forever.
-                tracing::error!(id = job.id, error = %e, "stored request does not parse");
+                tracing::error!(id = %job.id, error = %e, "stored request does not parse");
                 return self.store.write_plan(&job, &[], None).await;
             }
         };
@@ -187,10 +264,55 @@ impl Work {
         }
         self.store.write_plan(&job, &out, next.as_deref()).await?;
 
-        // Counted per (channel, outcome), not per delivery.
+        self.counted(&out);
+        if job.cursor.is_none() {
+            metrics::counter!(m::PLANNER_MESSAGES_TOTAL, "priority" => job.priority.as_str())
+                .increment(1);
+            let lag = Utc::now() - job.id.created_at();
+            metrics::histogram!(m::PLANNER_LAG_SECONDS)
+                .record(lag.num_microseconds().unwrap_or(0) as f64 / 1e6);
+        }
+        Ok(())
+    }
+
+    /// Plans more targets of a message on one channel (see [`PlanTargets`]).
+    async fn plan_targets(&self, t: PlanTargets) -> Result<Vec<PlannedTarget>, PlanError> {
+        let message = self
+            .store
+            .planned_message(t.app_id, t.message)
+            .await?
+            .ok_or(PlanError::UnknownMessage(t.message))?;
+        let snapshot = self.directory.snapshot();
+        if !snapshot.channels.contains_key(t.channel.as_str()) {
+            return Err(PlanError::UnknownChannel(t.channel));
+        }
+        let channels = resolve_channels(&snapshot, t.app_id, &[t.channel.to_string()]);
+        let found = self.store.resolve_users(t.app_id, &t.users).await?;
+        let mut out = Vec::with_capacity(t.users.len());
+        for (user_id, user) in with_unknown(&t.users, found) {
+            for ch in &channels {
+                out.push(self.user_delivery(ch, &user_id, user.as_ref()));
+            }
+        }
+        self.store.write_targets(&message, &out).await?;
+        self.counted(&out);
+        Ok(out
+            .into_iter()
+            .map(|d| PlannedTarget {
+                user_id: d.user_id.unwrap_or_default(),
+                delivery_id: d.id,
+                state: d.state,
+                reason: d.reason,
+            })
+            .collect())
+    }
+
+    /// Wakes the senders of the channels that got queued deliveries, and counts the
+    /// targets per (channel, outcome), not per delivery.
+    fn counted(&self, out: &[NewDelivery]) {
         let mut counts: std::collections::HashMap<(&str, &'static str), u64> =
             std::collections::HashMap::new();
-        for d in &out {
+        for d in out {
             let outcome = if d.state == DeliveryState::Queued {
                 "queued"
             } else {
@@ -209,14 +331,6 @@ impl Work {
                 "channel" => channel.to_owned(), "outcome" => outcome)
             .increment(n);
         }
-        if job.cursor.is_none() {
-            metrics::counter!(m::PLANNER_MESSAGES_TOTAL, "priority" => job.priority.as_str())
-                .increment(1);
-            let lag = Utc::now() - id_time(job.id);
-            metrics::histogram!(m::PLANNER_LAG_SECONDS)
-                .record(lag.num_microseconds().unwrap_or(0) as f64 / 1e6);
-        }
-        Ok(())
     }
 
     fn delivery(
@@ -267,117 +381,5 @@ impl Work {
             Some(addr) => self.delivery(ch, Some(user_id.to_owned()), Some(addr)),
             None => lost(DeliveryState::Failed, "no_address"),
         }
-    }
-}
-
-/// A message's channel as the planner sees it.
-struct PlanChannel {
-    code: String,
-    channel_type: ChannelType,
-    /// Configured, switched on, granted to the app and not switched off by it.
-    usable: bool,
-}
-
-fn resolve_channels(snapshot: &Snapshot, app_id: i32, codes: &[String]) -> Vec<PlanChannel> {
-    let app = snapshot.apps.values().find(|a| a.id == app_id);
-    codes
-        .iter()
-        .map(|code| {
-            let channel = snapshot.channels.get(code);
-            let granted = app
-                .and_then(|a| a.grants.get(code))
-                .copied()
-                .unwrap_or(false);
-            PlanChannel {
-                code: code.clone(),
-                channel_type: channel.map_or(ChannelType::Inbox, |c| c.channel_type),
-                usable: granted
-                    && app.is_some_and(|a| a.enabled)
-                    && channel.is_some_and(|c| c.enabled),
-            }
-        })
-        .collect()
-}
-
-/// Pairs every requested id with its user, `None` for ids that are not users.
-fn with_unknown(ids: &[String], found: Vec<ResolvedUser>) -> Vec<(String, Option<ResolvedUser>)> {
-    let mut by_id: std::collections::HashMap<String, ResolvedUser> =
-        found.into_iter().map(|u| (u.user_id.clone(), u)).collect();
-    let mut seen = HashSet::new();
-    ids.iter()
-        .filter(|id| seen.insert(id.as_str()))
-        .map(|id| (id.clone(), by_id.remove(id)))
-        .collect()
-}
-
-/// The user's address on a channel: the binding of the channel type's binding type with
-/// the narrowest matching scope. The inbox is addressed by the user id itself.
-pub fn address_for(user: &ResolvedUser, code: &str, ty: ChannelType) -> Option<String> {
-    let Some(binding_type) = ty.binding_type() else {
-        return Some(user.user_id.clone());
-    };
-    let channel_scope = format!("channel:{code}");
-    let rank = |scope: &str| {
-        if scope == channel_scope {
-            Some(0)
-        } else if scope == "app" {
-            Some(1)
-        } else if scope == "all" {
-            Some(2)
-        } else {
-            None
-        }
-    };
-    user.bindings
-        .iter()
-        .filter(|(t, _, _)| t == binding_type)
-        .filter_map(|(_, v, s)| rank(s).map(|r| (r, v)))
-        .min_by_key(|(r, _)| *r)
-        .map(|(_, v)| v.clone())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn user(bindings: &[(&str, &str, &str)]) -> ResolvedUser {
-        ResolvedUser {
-            user_id: "u1".into(),
-            enabled: true,
-            bindings: bindings
-                .iter()
-                .map(|(t, v, s)| (t.to_string(), v.to_string(), s.to_string()))
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn the_narrowest_scope_wins() {
-        let u = user(&[
-            ("email", "all@x.io", "all"),
-            ("email", "app@x.io", "app"),
-            ("email", "ch@x.io", "channel:mail2"),
-        ]);
-        assert_eq!(
-            address_for(&u, "mail2", ChannelType::Email).as_deref(),
-            Some("ch@x.io")
-        );
-        assert_eq!(
-            address_for(&u, "mail1", ChannelType::Email).as_deref(),
-            Some("app@x.io")
-        );
-        let u = user(&[
-            ("email", "all@x.io", "all"),
-            ("phone", "+8613800138000", "all"),
-        ]);
-        assert_eq!(
-            address_for(&u, "mail1", ChannelType::Email).as_deref(),
-            Some("all@x.io")
-        );
-        assert_eq!(address_for(&u, "push", ChannelType::Jpush), None);
-        assert_eq!(
-            address_for(&u, "inbox", ChannelType::Inbox).as_deref(),
-            Some("u1")
-        );
     }
 }

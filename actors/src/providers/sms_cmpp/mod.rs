@@ -23,5 +23,6 @@
 mod account;
 mod session;
 pub mod settings;
+mod shared;
 
 pub use account::CmppAccount;

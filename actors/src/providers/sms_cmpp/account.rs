@@ -10,244 +10,33 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use chrono::{DateTime, Utc};
 use futures_util::future::{join_all, LocalBoxFuture};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use umsd_cmpp::split::{self, SplitOptions};
-use umsd_cmpp::{MsgId, OctetString, Submit, SubmitResp};
+use umsd_cmpp::{OctetString, Submit, SubmitResp};
 
-use super::session::{Close, CmppSession, Kick, State};
-use super::settings::{self, CmppConfig, SignaturePlace};
-use crate::channel::sender::SenderConfig;
-use crate::channel::{Attempt, Batch, Provider, ProviderError};
-use crate::metrics as m;
-use crate::providers::ProviderDeps;
-use crate::receipts::Receipts;
-use crate::store::Store;
-
-/// Submit times kept for the submit → report latency (the oldest are forgotten first).
-const SENT_TIMES: usize = 100_000;
-
-/// One segment waiting for a session, or in a session's window.
-pub(crate) struct Submission {
-    pub submit: Submit,
-    /// Who waits for the answer; closed when the sender gave up on the batch.
-    pub reply: Option<oneshot::Sender<SubmitOutcome>>,
-    /// Sends so far that timed out (flow-control answers do not count).
-    pub tries: u32,
-    /// When it was (last) put in the queue.
-    pub queued_at: Instant,
-}
-
-/// What became of one segment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SubmitOutcome {
-    Accepted(MsgId),
-    /// SUBMIT_RESP with this Result (never 8: flow control is handled by the session).
-    Refused(u32),
-    /// No answer after every try.
-    TimedOut,
-    /// The session stopped.
-    Closed,
-    /// No session was logged in to take it within the response timeout.
-    NoSession,
-}
-
-/// A session as shown in `GET /admin/channels/{code}`.
-#[derive(Debug, Clone)]
-pub(crate) struct SessionView {
-    pub state: State,
-    pub window: usize,
-    pub logins: u64,
-    pub flow_controlled: u64,
-    pub last_error: Option<String>,
-    pub since: Option<DateTime<Utc>>,
-}
-
-/// A mobile-originated message to store.
-pub(crate) struct Mo {
-    pub source: String,
-    pub destination: String,
-    pub service_id: String,
-    pub content: String,
-    pub gateway_id: String,
-}
-
-/// What an account's sessions share (all on one thread).
-pub(crate) struct Shared {
-    pub cfg: Rc<CmppConfig>,
-    pub channel: Arc<str>,
-    pub receipts: Addr<Receipts>,
-    store: Store,
-    queue: RefCell<VecDeque<Submission>>,
-    sessions: RefCell<Vec<Addr<CmppSession>>>,
-    views: RefCell<Vec<SessionView>>,
-    problem: RefCell<Option<String>>,
-    sent: RefCell<(HashMap<u64, Instant>, VecDeque<u64>)>,
-    next_kick: std::cell::Cell<usize>,
-}
-
-impl Shared {
-    pub fn set_view(&self, id: usize, f: impl FnOnce(&mut SessionView)) {
-        if let Some(v) = self.views.borrow_mut().get_mut(id) {
-            f(v);
-        }
-        self.gauges();
-    }
-
-    fn gauges(&self) {
-        let views = self.views.borrow();
-        for state in [
-            State::Connecting,
-            State::LoggingIn,
-            State::Ready,
-            State::BackingOff,
-        ] {
-            let n = views.iter().filter(|v| v.state == state).count();
-            metrics::gauge!(m::CMPP_SESSIONS,
-                "channel" => self.channel.to_string(), "state" => state.as_str())
-            .set(n as f64);
-        }
-        let window: usize = views.iter().map(|v| v.window).sum();
-        metrics::gauge!(m::CMPP_WINDOW_IN_FLIGHT, "channel" => self.channel.to_string())
-            .set(window as f64);
-    }
-
-    pub fn set_problem(&self, problem: Option<String>) {
-        let mut p = self.problem.borrow_mut();
-        if *p != problem {
-            metrics::gauge!(m::CHANNEL_PROBLEM, "channel" => self.channel.to_string())
-                .set(if problem.is_some() { 1.0 } else { 0.0 });
-            *p = problem;
-        }
-    }
-
-    fn any_ready(&self) -> bool {
-        self.views.borrow().iter().any(|v| v.state == State::Ready)
-    }
-
-    pub fn take(&self) -> Option<Submission> {
-        self.queue.borrow_mut().pop_front()
-    }
-
-    fn push(&self, subs: Vec<Submission>) {
-        let was_empty = {
-            let mut q = self.queue.borrow_mut();
-            let was_empty = q.is_empty();
-            q.extend(subs);
-            was_empty
-        };
-        if was_empty {
-            self.kick_others(usize::MAX);
-        }
-    }
-
-    /// Puts segments back in front, keeping their order.
-    pub fn requeue_front(&self, subs: Vec<Submission>) {
-        let now = Instant::now();
-        let mut q = self.queue.borrow_mut();
-        for mut s in subs.into_iter().rev() {
-            s.queued_at = now;
-            q.push_front(s);
-        }
-    }
-
-    /// Tells every session but `except` that there may be work, starting with a
-    /// different one each time so that light traffic is spread over the sessions too.
-    pub fn kick_others(&self, except: usize) {
-        if self.queue.borrow().is_empty() {
-            return;
-        }
-        let sessions = self.sessions.borrow();
-        let n = sessions.len();
-        let first = self.next_kick.get();
-        self.next_kick.set(first.wrapping_add(1));
-        for k in 0..n {
-            let i = (first + k) % n;
-            if i != except {
-                if let Some(s) = sessions.get(i) {
-                    s.do_send(Kick);
-                }
-            }
-        }
-    }
-
-    /// Segments that waited longer than the response timeout while no session was logged
-    /// in are answered `NoSession` (the sender pauses the channel and tries later).
-    pub fn expire_queued(&self) {
-        if self.any_ready() {
-            return;
-        }
-        let limit = self.cfg.response_timeout;
-        let now = Instant::now();
-        let mut q = self.queue.borrow_mut();
-        while q
-            .front()
-            .is_some_and(|s| now.duration_since(s.queued_at) >= limit)
-        {
-            if let Some(s) = q.pop_front() {
-                if let Some(reply) = s.reply {
-                    let _ = reply.send(SubmitOutcome::NoSession);
-                }
-            }
-        }
-    }
-
-    pub fn note_submitted(&self, id: MsgId, at: Instant) {
-        let mut sent = self.sent.borrow_mut();
-        let (map, order) = &mut *sent;
-        if map.len() >= SENT_TIMES {
-            if let Some(old) = order.pop_front() {
-                map.remove(&old);
-            }
-        }
-        if map.insert(id.0, at).is_none() {
-            order.push_back(id.0);
-        }
-    }
-
-    pub fn submitted_at(&self, id: MsgId) -> Option<Instant> {
-        self.sent.borrow_mut().0.remove(&id.0)
-    }
-
-    /// Stores an MO message; `false` if it could not be (the gateway will send it again).
-    pub async fn store_mo(&self, mo: Mo) -> bool {
-        match self
-            .store
-            .insert_mo(
-                &self.channel,
-                &mo.source,
-                &mo.destination,
-                &mo.service_id,
-                &mo.content,
-                &mo.gateway_id,
-            )
-            .await
-        {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::warn!(channel = %self.channel, error = %e, "cannot store an MO message");
-                false
-            }
-        }
-    }
-}
+use super::session::{Close, CmppSession};
+use super::settings::{CmppConfig, SignaturePlace};
+use super::shared::{SessionView, Shared, State, Submission, SubmitOutcome};
+use crate::providers::context::ProviderContext;
+use crate::providers::contract::{Attempt, Batch, Provider, ProviderError};
 
 pub struct CmppAccount {
     shared: Rc<Shared>,
+    /// The sessions, to close them.
+    sessions: Vec<Addr<CmppSession>>,
     template: Submit,
     next_ref: std::cell::Cell<u8>,
 }
 
 impl CmppAccount {
     /// Starts the account's sessions on the current arbiter.
-    pub fn new(config: &SenderConfig, deps: &ProviderDeps) -> Result<Self, String> {
-        let cfg = Rc::new(settings::parse(&config.settings)?);
+    pub fn new(ctx: &ProviderContext, cfg: CmppConfig) -> Self {
+        let cfg = Rc::new(cfg);
         let template = Submit {
             registered_delivery: u8::from(cfg.registered_delivery),
             service_id: OctetString::from(cfg.service_id.as_str()),
@@ -262,9 +51,9 @@ impl CmppAccount {
         let sessions = cfg.max_connections;
         let shared = Rc::new(Shared {
             cfg,
-            channel: config.code.clone(),
-            receipts: deps.receipts.clone(),
-            store: deps.store.clone(),
+            channel: ctx.code.clone(),
+            receipts: ctx.receipts.clone(),
+            store: ctx.store.clone(),
             queue: RefCell::new(VecDeque::new()),
             sessions: RefCell::new(Vec::new()),
             views: RefCell::new(
@@ -286,12 +75,13 @@ impl CmppAccount {
         let addrs: Vec<Addr<CmppSession>> = (0..sessions)
             .map(|id| CmppSession::new(id, shared.clone()).start())
             .collect();
-        *shared.sessions.borrow_mut() = addrs;
-        Ok(Self {
+        *shared.sessions.borrow_mut() = addrs.iter().map(|a| a.clone().recipient()).collect();
+        Self {
             shared,
+            sessions: addrs,
             template,
             next_ref: std::cell::Cell::new(0),
-        })
+        }
     }
 
     fn signature(&self, content: &Value) -> SignaturePlace {
@@ -305,19 +95,32 @@ impl CmppAccount {
         }
     }
 
-    fn segments(&self, content: &Value, reference: u8) -> Result<Vec<split::Segment>, String> {
+    fn segments(
+        &self,
+        content: &Value,
+        reference: u8,
+    ) -> Result<Vec<split::Segment>, ContentError> {
         let text = content
             .get("text")
             .and_then(Value::as_str)
-            .ok_or_else(|| "the message has no text for this channel".to_owned())?;
+            .ok_or(ContentError::NoText)?;
         let signature = self.signature(content);
         let options = SplitOptions {
             signature: signature.as_split(),
             non_ascii: self.shared.cfg.non_ascii,
             reference,
         };
-        split::split_message(text, &options).map_err(|e| e.to_string())
+        Ok(split::split_message(text, &options)?)
     }
+}
+
+/// Why a message's content cannot go out as SMS.
+#[derive(Debug, thiserror::Error)]
+enum ContentError {
+    #[error("the message has no text for this channel")]
+    NoText,
+    #[error(transparent)]
+    Split(#[from] umsd_cmpp::TextError),
 }
 
 /// A handset number as the gateway takes it: digits, an optional leading `+`.
@@ -397,7 +200,7 @@ impl Provider for CmppAccount {
                 Err(e) => {
                     out.push((
                         t.delivery_id,
-                        Attempt::Failed(ProviderError::permanent("invalid_content", e.clone())),
+                        Attempt::Failed(ProviderError::permanent("invalid_content", e.to_string())),
                     ));
                     continue;
                 }
@@ -480,7 +283,7 @@ impl Provider for CmppAccount {
     }
 
     fn close(&self) -> LocalBoxFuture<'static, ()> {
-        let sessions = self.shared.sessions.borrow().clone();
+        let sessions = self.sessions.clone();
         Box::pin(async move {
             let waits = sessions.into_iter().map(|s| async move {
                 let (tx, rx) = oneshot::channel();
@@ -496,7 +299,7 @@ impl Provider for CmppAccount {
 impl Drop for CmppAccount {
     fn drop(&mut self) {
         // Sessions not closed politely (the sender failed) stop with their account.
-        for s in self.shared.sessions.borrow().iter() {
+        for s in &self.sessions {
             let (tx, _) = oneshot::channel();
             s.do_send(Close(tx));
         }
@@ -506,7 +309,8 @@ impl Drop for CmppAccount {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::channel::ErrorClass;
+    use crate::providers::contract::ErrorClass;
+    use umsd_cmpp::MsgId;
 
     #[test]
     fn segments_answers_become_one_outcome() {

@@ -18,17 +18,25 @@
 //! period; after that it is counted and logged once — never an error loop. Memory is
 //! bounded: when too much is pending, senders wait for the next flush.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 
-use crate::domain::DeliveryState;
+mod events;
+mod write;
+
+pub use events::{
+    Finish, FlushAll, Incoming, ReceiptEvent, ReceiptKey, Record, StatusApplied, SubscribeApplied,
+};
+pub use write::receipt_from;
+use write::{write, Held};
+
+use crate::domain::{ChannelCode, MessagePk};
 use crate::metrics as m;
-use crate::store::deliveries::{Matched, PartsTally, StatusChange};
+use crate::store::status::{AppliedChange, StatusChange};
 use crate::store::Store;
 
 /// Most changes written in one transaction.
@@ -45,62 +53,6 @@ const CALLBACK_APPS_REFRESH: Duration = Duration::from_secs(2);
 /// Most receipts held (pending or in grace); beyond it new ones are refused.
 const MAX_RECEIPTS: usize = 200_000;
 
-/// What a receipt identifies its delivery by.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ReceiptKey {
-    /// The provider's id as recorded at submission (per recipient: the provider's message
-    /// id, or `task:recipient` for providers that answer one id for a whole batch).
-    Provider(String),
-    /// umsd's own delivery id and its message (inbox reads, click-tracking).
-    Delivery { id: i64, message_pk: i64 },
-}
-
-#[derive(Debug, Clone)]
-pub struct ReceiptEvent {
-    pub channel: String,
-    pub key: ReceiptKey,
-    /// Delivered, Undelivered, Read or Clicked.
-    pub state: DeliveryState,
-    pub code: Option<String>,
-    pub reason: Option<String>,
-    pub at: DateTime<Utc>,
-}
-
-/// Outcomes from a channel sender. Answered once they are buffered (or, when too much is
-/// pending, once the next flush is done).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Record {
-    pub channel: Arc<str>,
-    pub changes: Vec<StatusChange>,
-}
-
-/// Receipts from a provider callback or poller. Answers `false` when too many are held.
-#[derive(Message)]
-#[rtype(result = "bool")]
-pub struct Incoming(pub Vec<ReceiptEvent>);
-
-/// Removes a message's dispatch row for a channel once every outcome handed over before
-/// it is written, if no page was planned since `pages`. Answers whether it was removed.
-#[derive(Message)]
-#[rtype(result = "bool")]
-pub struct Finish {
-    pub channel: Arc<str>,
-    pub message_pk: i64,
-    pub pages: i32,
-}
-
-/// Writes everything pending; answered when done (used at shutdown).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct FlushAll;
-
-struct Held {
-    event: ReceiptEvent,
-    first_seen: Instant,
-    next_try: Instant,
-}
-
 struct PendingFinish {
     finish: Finish,
     /// Changes each lane had received before it: it runs once that many are written.
@@ -111,7 +63,7 @@ struct PendingFinish {
 /// One write lane: its pending changes and receipts, one transaction at a time.
 #[derive(Default)]
 struct Lane {
-    changes: Vec<(Arc<str>, StatusChange)>,
+    changes: Vec<(ChannelCode, StatusChange)>,
     receipts: Vec<Held>,
     /// Changes received and written so far (FIFO, so a count orders them).
     received: u64,
@@ -121,9 +73,9 @@ struct Lane {
 
 /// A message's deliveries share a lane: their rows sit together, so two transactions
 /// rarely touch the same pages.
-fn lane_of(message_pk: i64) -> usize {
+fn lane_of(message_pk: MessagePk) -> usize {
     // Fibonacci hashing: ids are time-ordered, their low bits say little.
-    ((message_pk as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % LANES
+    ((message_pk.0 as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32) as usize % LANES
 }
 
 pub struct Receipts {
@@ -135,22 +87,8 @@ pub struct Receipts {
     /// Apps with a callback endpoint asking for delivery events (refreshed every
     /// `CALLBACK_APPS_REFRESH`); their applied changes also queue callback events.
     callback_apps: Arc<HashSet<i32>>,
-}
-
-/// Receipt states that settle one part of a delivery sent in several.
-fn is_part_outcome(state: DeliveryState) -> bool {
-    matches!(state, DeliveryState::Delivered | DeliveryState::Undelivered)
-}
-
-/// The states a receipt may move a delivery from.
-pub fn receipt_from(state: DeliveryState) -> &'static [DeliveryState] {
-    use DeliveryState::*;
-    match state {
-        Delivered | Undelivered => &[Submitted],
-        Read => &[Submitted, Delivered],
-        Clicked => &[Submitted, Delivered, Read],
-        _ => &[],
-    }
+    /// Told of every change applied.
+    subscribers: Vec<Recipient<StatusApplied>>,
 }
 
 impl Receipts {
@@ -163,6 +101,7 @@ impl Receipts {
             finishes: Vec::new(),
             waiters: Vec::new(),
             callback_apps: Arc::new(HashSet::new()),
+            subscribers: Vec::new(),
         }
     }
 
@@ -200,7 +139,7 @@ impl Receipts {
         }
         let now = Instant::now();
         let n = lane.changes.len().min(MAX_BATCH);
-        let changes: Vec<(Arc<str>, StatusChange)> = lane.changes.drain(..n).collect();
+        let changes: Vec<(ChannelCode, StatusChange)> = lane.changes.drain(..n).collect();
         let (due, later): (Vec<Held>, Vec<Held>) = std::mem::take(&mut lane.receipts)
             .into_iter()
             .partition(|h| h.next_try <= now);
@@ -227,8 +166,9 @@ impl Receipts {
         let store = self.store.clone();
         let grace = self.grace;
         let callback_apps = self.callback_apps.clone();
+        let report = !self.subscribers.is_empty();
         let work = async move {
-            let result = write(&store, &changes, due, grace, &callback_apps).await;
+            let result = write(&store, &changes, due, grace, &callback_apps, report).await;
             let mut answers = Vec::with_capacity(ready.len());
             if result.is_ok() {
                 for f in &ready {
@@ -251,12 +191,13 @@ impl Receipts {
             let lane = &mut act.lanes[li];
             lane.flushing = false;
             match result {
-                Ok(held) => {
+                Ok((held, applied)) => {
                     lane.written += changes.len() as u64;
                     lane.receipts.extend(held);
                     for (f, done) in ready.into_iter().zip(answers) {
                         let _ = f.reply.send(done);
                     }
+                    act.publish(applied);
                 }
                 Err((e, held)) => {
                     // Finishes wait for the changes before them: put them back too.
@@ -284,167 +225,28 @@ impl Receipts {
         }));
     }
 
+    /// Tells the subscribers what applied.
+    fn publish(&mut self, applied: Vec<AppliedChange>) {
+        if applied.is_empty() {
+            return;
+        }
+        self.subscribers.retain(|s| s.connected());
+        let batch: Arc<[AppliedChange]> = applied.into();
+        for s in &self.subscribers {
+            if s.try_send(StatusApplied(batch.clone())).is_err() {
+                tracing::warn!(
+                    n = batch.len(),
+                    "a status subscriber is full; it misses a batch"
+                );
+            }
+        }
+    }
+
     fn release_waiters(&mut self) {
         for w in self.waiters.drain(..) {
             let _ = w.send(());
         }
     }
-}
-
-type HeldBack = Vec<Held>;
-/// Per channel: (provider id, state) of each part report, and the deliveries they name.
-type PartReports = (Vec<(String, DeliveryState)>, Vec<i64>);
-
-/// One flush: receipts are matched to deliveries, then everything is applied in rounds
-/// with at most one change per delivery each (an `UPDATE … FROM` applies only one).
-/// Returns the receipts to try again later.
-async fn write(
-    store: &Store,
-    changes: &[(Arc<str>, StatusChange)],
-    due: Vec<Held>,
-    grace: Duration,
-    callback_apps: &HashSet<i32>,
-) -> Result<HeldBack, (crate::store::StoreError, HeldBack)> {
-    let mut channel_of: HashMap<i64, String> = HashMap::new();
-    let mut all: Vec<StatusChange> = Vec::with_capacity(changes.len() + due.len());
-    for (ch, c) in changes {
-        // Only a provider id to remember needs the channel.
-        if c.expect_receipt.is_some() {
-            channel_of.insert(c.delivery_id, ch.to_string());
-        }
-        all.push(c.clone());
-    }
-
-    // Match receipts by provider id, per channel.
-    let mut by_channel: HashMap<&str, Vec<String>> = HashMap::new();
-    for h in &due {
-        if let ReceiptKey::Provider(pid) = &h.event.key {
-            by_channel
-                .entry(h.event.channel.as_str())
-                .or_default()
-                .push(pid.clone());
-        }
-    }
-    let mut matched: HashMap<(String, String), Matched> = HashMap::new();
-    for (ch, pids) in by_channel {
-        match store.match_provider_ids(ch, &pids).await {
-            Ok(found) => {
-                for (pid, m) in found {
-                    matched.insert((ch.to_owned(), pid), m);
-                }
-            }
-            Err(e) => return Err((e, due)),
-        }
-    }
-    // Deliveries sent in several parts: record each part's outcome, then see how they stand.
-    let mut part_reports: HashMap<&str, PartReports> = HashMap::new();
-    for h in &due {
-        if let ReceiptKey::Provider(pid) = &h.event.key {
-            if let Some(m) = matched.get(&(h.event.channel.clone(), pid.clone())) {
-                if m.parts > 1 && is_part_outcome(h.event.state) {
-                    let e = part_reports.entry(h.event.channel.as_str()).or_default();
-                    e.0.push((pid.clone(), h.event.state));
-                    e.1.push(m.delivery_id);
-                }
-            }
-        }
-    }
-    let mut tallies: HashMap<i64, PartsTally> = HashMap::new();
-    for (ch, (reports, ids)) in part_reports {
-        match store.record_parts(ch, &reports, &ids).await {
-            Ok(t) => tallies.extend(t),
-            Err(e) => return Err((e, due)),
-        }
-    }
-    // One verdict per delivery sent in parts.
-    let mut decided: HashSet<i64> = HashSet::new();
-    let now = Instant::now();
-    let mut held = Vec::new();
-    let mut receipt_count: HashMap<(String, &'static str), u64> = HashMap::new();
-    for mut h in due {
-        let id = match &h.event.key {
-            ReceiptKey::Delivery { id, message_pk } => Some((*id, *message_pk)),
-            ReceiptKey::Provider(pid) => {
-                match matched.get(&(h.event.channel.clone(), pid.clone())) {
-                    Some(m) if m.parts > 1 && is_part_outcome(h.event.state) => {
-                        *receipt_count
-                            .entry((h.event.channel.clone(), "part"))
-                            .or_default() += 1;
-                        let Some(t) = tallies.get(&m.delivery_id) else {
-                            continue;
-                        };
-                        let complete = match h.event.state {
-                            // The first failed part fails the delivery.
-                            DeliveryState::Undelivered => true,
-                            _ => t.failed == 0 && t.delivered >= t.parts,
-                        };
-                        if !complete || !decided.insert(m.delivery_id) {
-                            continue;
-                        }
-                        Some((m.delivery_id, m.message_pk))
-                    }
-                    Some(m) => Some((m.delivery_id, m.message_pk)),
-                    None => None,
-                }
-            }
-        };
-        match id {
-            Some((id, message_pk)) => {
-                *receipt_count
-                    .entry((h.event.channel.clone(), h.event.state.as_str()))
-                    .or_default() += 1;
-                all.push(StatusChange {
-                    delivery_id: id,
-                    message_pk,
-                    state: h.event.state,
-                    from: receipt_from(h.event.state),
-                    provider_id: None,
-                    code: h.event.code.clone(),
-                    reason: h.event.reason.clone(),
-                    attempts: 0,
-                    expect_receipt: None,
-                    segments: Vec::new(),
-                    at: h.event.at,
-                });
-            }
-            None if now.duration_since(h.first_seen) < grace => {
-                h.next_try = now + Duration::from_secs(1);
-                held.push(h);
-            }
-            None => {
-                metrics::counter!(m::RECEIPTS_UNMATCHED_TOTAL, "channel" => h.event.channel.clone())
-                    .increment(1);
-                tracing::info!(channel = %h.event.channel, key = ?h.event.key,
-                    state = h.event.state.as_str(), "receipt for an unknown delivery ignored");
-            }
-        }
-    }
-
-    // Rounds of unique delivery ids, in arrival order.
-    let mut rest = all;
-    while !rest.is_empty() {
-        let mut seen = HashSet::new();
-        let (round, later): (Vec<StatusChange>, Vec<StatusChange>) =
-            rest.into_iter().partition(|c| seen.insert(c.delivery_id));
-        rest = later;
-        metrics::histogram!(m::STATUS_BATCH_SIZE).record(round.len() as f64);
-        match store
-            .apply_changes(&channel_of, &round, callback_apps)
-            .await
-        {
-            Ok(applied) => {
-                metrics::counter!(m::STATUS_WRITES_TOTAL, "outcome" => "applied")
-                    .increment(applied.applied as u64);
-                metrics::counter!(m::STATUS_WRITES_TOTAL, "outcome" => "stale")
-                    .increment(applied.stale as u64);
-            }
-            Err(e) => return Err((e, held)),
-        }
-    }
-    for ((channel, kind), n) in receipt_count {
-        metrics::counter!(m::RECEIPTS_TOTAL, "channel" => channel, "kind" => kind).increment(n);
-    }
-    Ok(held)
 }
 
 impl Actor for Receipts {
@@ -529,6 +331,14 @@ impl Handler<Incoming> for Receipts {
             });
         }
         true
+    }
+}
+
+impl Handler<SubscribeApplied> for Receipts {
+    type Result = ();
+
+    fn handle(&mut self, msg: SubscribeApplied, _: &mut Self::Context) {
+        self.subscribers.push(msg.0);
     }
 }
 

@@ -29,7 +29,11 @@ use umsd_cmpp::{
     MsgId, Pdu, SubmitResp,
 };
 
-use super::account::{Shared, Submission, SubmitOutcome};
+mod inbound;
+mod timers;
+mod window;
+
+use super::shared::{Kick, Mo, Shared, State, Submission, SubmitOutcome};
 use crate::domain::DeliveryState;
 use crate::metrics as m;
 use crate::receipts::{Incoming, ReceiptEvent, ReceiptKey};
@@ -46,27 +50,6 @@ const FIRST_FLOW_PAUSE: Duration = Duration::from_millis(50);
 const TERMINATE_WAIT: Duration = Duration::from_secs(2);
 /// The longest backoff after a refused login.
 const MAX_REFUSED_BACKOFF: Duration = Duration::from_secs(900);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    Connecting,
-    LoggingIn,
-    Ready,
-    BackingOff,
-    Closed,
-}
-
-impl State {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            State::Connecting => "connecting",
-            State::LoggingIn => "logging_in",
-            State::Ready => "ready",
-            State::BackingOff => "backing_off",
-            State::Closed => "closed",
-        }
-    }
-}
 
 /// How long to wait before the next connection attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,11 +75,6 @@ struct Pending {
     sent_at: Instant,
     tries: u32,
 }
-
-/// New segments are queued: take them if there is room.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Kick;
 
 /// Stop taking work, say TERMINATE, close. Answered when closed.
 #[derive(Message)]
@@ -413,332 +391,11 @@ impl CmppSession {
         self.paused_until = None;
     }
 
-    /// Segments in flight go back to the front of the queue, oldest first.
-    fn requeue_window(&mut self) {
-        let window = std::mem::take(&mut self.window);
-        let back: Vec<Submission> = window.into_values().map(|f| f.sub).collect();
-        self.shared.requeue_front(back);
-        self.publish_window();
-    }
-
     // ---- sending ----
-
-    /// Takes segments from the account's queue while the window has room.
-    fn fill(&mut self) {
-        if self.state != State::Ready || !self.closing.is_empty() {
-            return;
-        }
-        let now = Instant::now();
-        if let Some(until) = self.paused_until {
-            if until > now {
-                return;
-            }
-            self.paused_until = None;
-        }
-        let mut sent = false;
-        while self.window.len() < self.shared.cfg.window {
-            let Some(mut sub) = self.shared.take() else {
-                break;
-            };
-            if sub.reply.as_ref().is_none_or(|r| r.is_closed()) {
-                // Nobody waits for it any more (the sender gave up on the batch).
-                continue;
-            }
-            let seq = self.seq();
-            sub.tries += 1;
-            let frame = Frame::new(seq, Pdu::Submit(sub.submit.clone()));
-            if !self.write(frame) {
-                self.shared.requeue_front(vec![sub]);
-                break;
-            }
-            self.window.insert(
-                seq,
-                InFlight {
-                    sub,
-                    sent_at: now,
-                    first_sent: now,
-                },
-            );
-            sent = true;
-        }
-        if sent {
-            self.publish_window();
-        }
-    }
-
-    fn submit_answered(&mut self, seq: u32, resp: SubmitResp, ctx: &mut Context<Self>) {
-        let Some(f) = self.window.remove(&seq) else {
-            // A late answer to a SUBMIT already given up on, or a duplicate.
-            return;
-        };
-        let now = Instant::now();
-        metrics::histogram!(m::CMPP_SUBMIT_RESP_SECONDS, "channel" => self.channel())
-            .record(now.duration_since(f.sent_at).as_secs_f64());
-        let result = resp.result;
-        metrics::counter!(m::CMPP_SUBMITS_TOTAL,
-            "channel" => self.channel(), "result" => result_label(result))
-        .increment(1);
-        if resp.is_flow_control() {
-            metrics::counter!(m::CMPP_FLOW_CONTROL_TOTAL, "channel" => self.channel()).increment(1);
-            self.flow_streak = self.flow_streak.saturating_add(1);
-            let pause = FIRST_FLOW_PAUSE
-                .saturating_mul(1u32 << self.flow_streak.saturating_sub(1).min(10))
-                .min(MAX_FLOW_PAUSE);
-            let mut sub = f.sub;
-            // Throttling is not a failed try.
-            sub.tries = sub.tries.saturating_sub(1);
-            self.shared.requeue_front(vec![sub]);
-            self.paused_until = Some(now + pause);
-            self.shared.set_view(self.id, |v| v.flow_controlled += 1);
-            ctx.run_later(pause, |act, _| act.fill());
-            self.publish_window();
-            self.shared.kick_others(self.id);
-            return;
-        }
-        self.flow_streak = 0;
-        let outcome = if result == SubmitResp::OK {
-            self.shared.note_submitted(resp.msg_id, f.first_sent);
-            SubmitOutcome::Accepted(resp.msg_id)
-        } else {
-            SubmitOutcome::Refused(result)
-        };
-        if let Some(reply) = f.sub.reply {
-            let _ = reply.send(outcome);
-        }
-        self.publish_window();
-        self.fill();
-    }
 
     // ---- receiving ----
 
-    fn deliver(&mut self, seq: u32, d: Deliver, ctx: &mut Context<Self>) {
-        match &d.content {
-            DeliverContent::Report(report) => {
-                metrics::counter!(m::CMPP_DELIVERS_TOTAL,
-                    "channel" => self.channel(), "kind" => "report")
-                .increment(1);
-                if !report.is_final() {
-                    // ACCEPTD is not an outcome: acknowledge it and wait for the real one.
-                    self.write(Frame::new(seq, Pdu::DeliverResp(DeliverResp::ok(&d))));
-                    return;
-                }
-                if let Some(sent) = self.shared.submitted_at(report.msg_id) {
-                    metrics::histogram!(m::CMPP_SUBMIT_TO_REPORT_SECONDS, "channel" => self.channel())
-                        .record(sent.elapsed().as_secs_f64());
-                }
-                let stat = report.stat.to_string_lossy().trim().to_owned();
-                let delivered = report.is_delivered();
-                let event = ReceiptEvent {
-                    channel: self.channel(),
-                    key: ReceiptKey::Provider(report.msg_id.0.to_string()),
-                    state: if delivered {
-                        DeliveryState::Delivered
-                    } else {
-                        DeliveryState::Undelivered
-                    },
-                    code: Some(stat.clone()),
-                    reason: (!delivered).then(|| format!("status report {stat}")),
-                    at: Utc::now(),
-                };
-                self.reports.push((seq, d.msg_id, event));
-                if self.reports.len() >= REPORT_BATCH {
-                    self.flush_reports(ctx);
-                } else if self.reports_flush.is_none() {
-                    self.reports_flush = Some(ctx.run_later(REPORT_FLUSH, |act, ctx| {
-                        act.reports_flush = None;
-                        act.flush_reports(ctx);
-                    }));
-                }
-            }
-            DeliverContent::InvalidReport(_) => {
-                // Answered so the gateway does not resend it forever; nothing to match.
-                tracing::warn!(channel = %self.shared.channel, session = self.id,
-                    "a status report with a malformed body was ignored");
-                self.write(Frame::new(seq, Pdu::DeliverResp(DeliverResp::ok(&d))));
-            }
-            DeliverContent::Message(bytes) => {
-                metrics::counter!(m::CMPP_DELIVERS_TOTAL,
-                    "channel" => self.channel(), "kind" => "mo")
-                .increment(1);
-                let source = d.src_terminal_id.to_string_lossy().into_owned();
-                let text = match self.mo_text(&d, bytes, &source) {
-                    Some(t) => t,
-                    None => {
-                        // A part of a longer message: kept until the rest arrives.
-                        self.write(Frame::new(seq, Pdu::DeliverResp(DeliverResp::ok(&d))));
-                        return;
-                    }
-                };
-                let mo = super::account::Mo {
-                    source,
-                    destination: d.dest_id.to_string_lossy().into_owned(),
-                    service_id: d.service_id.to_string_lossy().into_owned(),
-                    content: text,
-                    gateway_id: d.msg_id.0.to_string(),
-                };
-                let shared = self.shared.clone();
-                let fut = async move { shared.store_mo(mo).await };
-                let generation = self.generation;
-                ctx.spawn(
-                    actix::fut::wrap_future::<_, Self>(fut).map(move |stored, act, _| {
-                        if act.generation != generation {
-                            return;
-                        }
-                        // Not stored: the gateway is asked to send it again later.
-                        let mut resp = DeliverResp::ok(&d);
-                        if !stored {
-                            resp.result = 9;
-                        }
-                        act.write(Frame::new(seq, Pdu::DeliverResp(resp)));
-                    }),
-                );
-            }
-        }
-    }
-
-    /// The text of an MO message, or `None` while parts of it are missing.
-    fn mo_text(&mut self, d: &Deliver, bytes: &[u8], source: &str) -> Option<String> {
-        match self
-            .mo_parts
-            .push_text(source.to_owned(), d.tp_udhi, bytes, d.msg_fmt)
-        {
-            Ok(text) => text,
-            Err(_) => Some(lossy(d, bytes)),
-        }
-    }
-
-    /// Hands the buffered reports to `Receipts`; each DELIVER is answered once they are
-    /// taken (Result 8 when too many receipts are held, so the gateway sends it again).
-    fn flush_reports(&mut self, ctx: &mut Context<Self>) {
-        if let Some(h) = self.reports_flush.take() {
-            ctx.cancel_future(h);
-        }
-        if self.reports.is_empty() {
-            return;
-        }
-        let batch = std::mem::take(&mut self.reports);
-        let (answers, events): (Vec<(u32, MsgId)>, Vec<ReceiptEvent>) =
-            batch.into_iter().map(|(s, id, e)| ((s, id), e)).unzip();
-        let generation = self.generation;
-        let receipts = self.shared.receipts.clone();
-        ctx.spawn(
-            actix::fut::wrap_future::<_, Self>(async move {
-                receipts.send(Incoming(events)).await.unwrap_or(false)
-            })
-            .map(move |taken, act, _| {
-                if act.generation != generation {
-                    return;
-                }
-                let result = if taken { 0 } else { SubmitResp::FLOW_CONTROL };
-                for (seq, msg_id) in answers {
-                    act.write(Frame::new(
-                        seq,
-                        Pdu::DeliverResp(DeliverResp { msg_id, result }),
-                    ));
-                }
-            }),
-        );
-    }
-
     // ---- timers ----
-
-    fn tick(&mut self, ctx: &mut Context<Self>) {
-        self.shared.expire_queued();
-        let now = Instant::now();
-        let cfg = self.shared.cfg.clone();
-        let t = cfg.response_timeout;
-        if let Some((p, _)) = self.login {
-            if now.duration_since(p.sent_at) >= t {
-                self.lost(ctx, "no answer to CONNECT".into(), Backoff::Normal);
-                return;
-            }
-        }
-        if let Some(p) = self.terminate {
-            if now.duration_since(p.sent_at) >= TERMINATE_WAIT.min(t) {
-                self.terminate = None;
-                self.finish_close(ctx);
-                return;
-            }
-        }
-        if self.state != State::Ready {
-            return;
-        }
-        // SUBMITs without an answer: send again, up to `tries`; then the link is broken.
-        let mut resend = Vec::new();
-        let mut exhausted = false;
-        for (seq, f) in self.window.iter_mut() {
-            if now.duration_since(f.sent_at) < t {
-                continue;
-            }
-            if f.sub.tries >= cfg.tries {
-                exhausted = true;
-                continue;
-            }
-            f.sub.tries += 1;
-            f.sent_at = now;
-            resend.push(Frame::new(*seq, Pdu::Submit(f.sub.submit.clone())));
-        }
-        if !resend.is_empty() {
-            metrics::counter!(m::CMPP_RESENDS_TOTAL, "channel" => self.channel())
-                .increment(resend.len() as u64);
-            for frame in resend {
-                self.write(frame);
-            }
-        }
-        if exhausted {
-            // The ones out of tries fail (the sender retries the delivery later); the rest
-            // go back to the queue when the link is dropped.
-            let out: Vec<u32> = self
-                .window
-                .iter()
-                .filter(|(_, f)| f.sub.tries >= cfg.tries && now.duration_since(f.sent_at) >= t)
-                .map(|(s, _)| *s)
-                .collect();
-            for seq in out {
-                if let Some(f) = self.window.remove(&seq) {
-                    metrics::counter!(m::CMPP_SUBMITS_TOTAL,
-                        "channel" => self.channel(), "result" => "timeout")
-                    .increment(1);
-                    if let Some(reply) = f.sub.reply {
-                        let _ = reply.send(SubmitOutcome::TimedOut);
-                    }
-                }
-            }
-            self.lost(
-                ctx,
-                format!("no SUBMIT_RESP after {} tries", cfg.tries),
-                Backoff::Normal,
-            );
-            return;
-        }
-        // Heartbeat: an idle link is tested; an unanswered test is sent again, then the
-        // link is given up.
-        match self.heartbeat {
-            Some(p) if now.duration_since(p.sent_at) >= t => {
-                if p.tries >= cfg.tries {
-                    self.lost(ctx, "no answer to ACTIVE_TEST".into(), Backoff::Normal);
-                    return;
-                }
-                self.heartbeat = Some(Pending {
-                    sent_at: now,
-                    tries: p.tries + 1,
-                    ..p
-                });
-                self.write(Frame::new(p.seq, Pdu::ActiveTest));
-            }
-            Some(_) => {}
-            None if now.duration_since(self.last_rx) >= cfg.heartbeat => {
-                let seq = self.seq();
-                self.heartbeat = Some(Pending {
-                    seq,
-                    sent_at: now,
-                    tries: 1,
-                });
-                self.write(Frame::new(seq, Pdu::ActiveTest));
-            }
-            None => {}
-        }
-    }
 
     // ---- closing ----
 
@@ -769,11 +426,6 @@ impl CmppSession {
         }
         ctx.stop();
     }
-}
-
-fn lossy(d: &Deliver, bytes: &[u8]) -> String {
-    umsd_cmpp::text::decode(bytes, d.msg_fmt)
-        .unwrap_or_else(|_| String::from_utf8_lossy(bytes).into_owned())
 }
 
 /// A bounded label for a SUBMIT_RESP Result.

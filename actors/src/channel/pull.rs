@@ -1,0 +1,245 @@
+//! Pulling work from PostgreSQL into the sender's memory: first the list of messages with
+//! work on the channel (`dispatch_queue`, high priority first), then, in one query, the
+//! next queued deliveries of each — at most `backlog` held (plus headroom for high
+//! priority); the rest wait in the database. Each message's content for the channel is
+//! read once and shared by its deliveries. A message whose deliveries are all pulled and
+//! settled leaves the dispatch queue through the status writer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::Utc;
+
+use super::sender::ChannelSender;
+use super::work::{plan_pull, Content, Known, MessageWork, Want, DISPATCH_ROWS, HIGH_HEADROOM};
+use crate::domain::send::SendRequest;
+use crate::domain::{DeliveryState, MessagePk};
+use crate::receipts::{Finish, Record};
+use crate::store::dispatch::{DispatchRow, QueuedDelivery};
+use crate::store::status::StatusChange;
+use crate::store::StoreError;
+
+/// What one pull brought back.
+pub struct Pulled {
+    rows: Vec<DispatchRow>,
+    wants: Vec<Want>,
+    deliveries: Vec<QueuedDelivery>,
+    contents: HashMap<MessagePk, Option<Content>>,
+    /// Every message with work was listed and got its share.
+    listed_all: bool,
+}
+
+impl ChannelSender {
+    /// Pulls queued deliveries from the database while there is room.
+    pub(super) fn refill(&mut self, ctx: &mut Context<Self>) {
+        if self.provider.is_none() || self.stopping.is_some() {
+            return;
+        }
+        if self.pulling {
+            self.pull_again = true;
+            return;
+        }
+        let held = self.held();
+        let backlog = self.config.backlog;
+        let high_room = (backlog + HIGH_HEADROOM).saturating_sub(held);
+        let room = backlog.saturating_sub(held);
+        if high_room == 0 {
+            return;
+        }
+        self.pulling = true;
+        self.pull_again = false;
+        let store = self.store.clone();
+        let code = self.config.code.clone();
+        let channel_type = self.config.channel_type;
+        let known: Known = self
+            .works
+            .iter()
+            .map(|(pk, w)| (*pk, (w.after, w.drained_at, w.content_loaded)))
+            .collect();
+        let work = async move {
+            let rows = store.dispatch_rows(&code, DISPATCH_ROWS).await?;
+            let (wants, left_out) = plan_pull(&rows, &known, room, high_room);
+            let deliveries = store.pull_deliveries(&code, &wants).await?;
+            let need: Vec<(i32, MessagePk)> = wants
+                .iter()
+                .filter(|w| !known.get(&w.0.message_pk).is_some_and(|k| k.2))
+                .map(|w| (w.0.app_id, w.0.message_pk))
+                .collect();
+            let requests = if need.is_empty() {
+                HashMap::new()
+            } else {
+                store.message_requests(&need).await?
+            };
+            let mut contents = HashMap::new();
+            for (pk, text) in requests {
+                let value = serde_json::from_str::<SendRequest>(&text)
+                    .ok()
+                    .and_then(|r| {
+                        let expires = r
+                            .ttl_seconds
+                            .map(|t| pk.created_at() + chrono::Duration::seconds(i64::from(t)));
+                        r.content_for(&code, channel_type)
+                            .map(|c| (Arc::new(c.clone()), expires))
+                    });
+                contents.insert(pk, value);
+            }
+            let listed_all = rows.len() < DISPATCH_ROWS as usize && !left_out;
+            Ok::<_, StoreError>(Pulled {
+                rows,
+                wants,
+                deliveries,
+                contents,
+                listed_all,
+            })
+        };
+        ctx.spawn(work.into_actor(self).map(|result, act, ctx| {
+            act.pulling = false;
+            match result {
+                Ok(pulled) => act.take_pull(pulled, ctx),
+                Err(e) => {
+                    tracing::warn!(channel = %act.config.code, error = %e, "cannot pull queued deliveries");
+                    ctx.run_later(Duration::from_secs(1), |act, ctx| act.refill(ctx));
+                }
+            }
+            act.gauges();
+            act.pump(ctx);
+        }));
+    }
+
+    /// Takes a pull's result into memory.
+    fn take_pull(&mut self, pulled: Pulled, ctx: &mut Context<Self>) {
+        let Pulled {
+            rows,
+            wants,
+            deliveries,
+            mut contents,
+            listed_all,
+        } = pulled;
+        let now = Instant::now();
+        for row in rows {
+            self.works
+                .entry(row.message_pk)
+                .or_insert_with(|| MessageWork::new(row));
+        }
+        let mut counts: HashMap<MessagePk, (usize, i64)> = HashMap::new();
+        for d in &deliveries {
+            let c = counts.entry(d.message_pk).or_insert((0, 0));
+            c.0 += 1;
+            c.1 = c.1.max(d.delivery_id);
+        }
+        let mut full = !listed_all;
+        for (row, _, lim) in &wants {
+            let Some(w) = self.works.get_mut(&row.message_pk) else {
+                continue;
+            };
+            w.row = *row;
+            if let Some(c) = contents.remove(&row.message_pk) {
+                w.content = c;
+                w.content_loaded = true;
+            }
+            let (n, max_id) = counts.get(&row.message_pk).copied().unwrap_or((0, 0));
+            w.after = w.after.max(max_id);
+            if (n as i64) < *lim {
+                w.drained_at = Some(row.pages);
+            } else {
+                full = true;
+            }
+        }
+        let mut unsendable = Vec::new();
+        for d in deliveries {
+            match self.works.get_mut(&d.message_pk) {
+                Some(w) if w.content.is_some() => {
+                    w.held += 1;
+                    self.queues.push(d, now);
+                }
+                _ => unsendable.push(d),
+            }
+        }
+        if !unsendable.is_empty() {
+            self.fail_unsendable(unsendable);
+        }
+        self.more_in_db = full || self.pull_again;
+        // Pull again at once only while the backlog is less than half full; past that,
+        // `pump` pulls when it falls below half, so pulls come in large pages instead of
+        // a small one each time a few calls end.
+        if self.more_in_db && self.held() < self.config.backlog / 2 {
+            ctx.run_later(Duration::from_millis(1), |act, ctx| act.refill(ctx));
+        }
+        self.finish_drained(ctx);
+    }
+
+    /// Messages whose queued deliveries are all pulled and settled leave the dispatch
+    /// queue. The status writer removes the row after every outcome recorded before it,
+    /// and only if no page was planned since; otherwise the message is pulled again.
+    pub(super) fn finish_drained(&mut self, ctx: &mut Context<Self>) {
+        let done: Vec<(MessagePk, i32)> = self
+            .works
+            .iter()
+            .filter(|(_, w)| w.held == 0 && !w.finishing && w.drained_at == Some(w.row.pages))
+            .map(|(pk, w)| (*pk, w.row.pages))
+            .collect();
+        if !done.is_empty() && !self.pending.is_empty() {
+            // The writer removes the row only after the outcomes it received before the
+            // request: hand them over first.
+            self.flush_changes(ctx);
+        }
+        for (pk, pages) in done {
+            if let Some(w) = self.works.get_mut(&pk) {
+                w.finishing = true;
+            }
+            let finish = self.receipts.send(Finish {
+                channel: self.config.code.clone(),
+                message_pk: pk,
+                pages,
+            });
+            ctx.spawn(finish.into_actor(self).map(move |answer, act, ctx| {
+                match answer {
+                    Ok(true) => {
+                        act.works.remove(&pk);
+                    }
+                    Ok(false) => {
+                        // A page was planned meanwhile: pull again.
+                        if let Some(w) = act.works.get_mut(&pk) {
+                            w.finishing = false;
+                            w.drained_at = None;
+                        }
+                        act.more_in_db = true;
+                        act.refill(ctx);
+                    }
+                    Err(_) => {
+                        if let Some(w) = act.works.get_mut(&pk) {
+                            w.finishing = false;
+                        }
+                    }
+                }
+            }));
+        }
+    }
+
+    /// Deliveries whose message has no content for this channel (or is gone): failed.
+    fn fail_unsendable(&mut self, rows: Vec<QueuedDelivery>) {
+        let at = Utc::now();
+        let changes = rows
+            .into_iter()
+            .map(|r| StatusChange {
+                delivery_id: r.delivery_id,
+                message_pk: r.message_pk,
+                state: DeliveryState::Failed,
+                from: &[DeliveryState::Queued],
+                provider_id: None,
+                code: Some("no_content".into()),
+                reason: Some("the message has no content for this channel".into()),
+                attempts: r.attempts,
+                expect_receipt: None,
+                segments: Vec::new(),
+                at,
+            })
+            .collect();
+        self.receipts.do_send(Record {
+            channel: self.config.code.clone(),
+            changes,
+        });
+    }
+}

@@ -1,0 +1,164 @@
+//! The rows an accepted message is stored as, written by binary `COPY`: the one place
+//! that knows their columns and types. The ingest's group commit writes through it, and
+//! so does the load-test harness when it measures what PostgreSQL alone absorbs, so the
+//! two cannot drift apart.
+
+use bytes::BytesMut;
+use chrono::{DateTime, Utc};
+use futures_util::pin_mut;
+use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+
+use crate::domain::{MessagePk, MessageStatus, Priority};
+
+/// Idempotency keys: written first, so that a key a concurrent commit took fails the
+/// transaction (unique violation on `message_keys_pkey`) before anything else is sent.
+pub const COPY_KEYS: &str = "COPY message_keys (app_id, message_id, id, body_hash, status, \
+     created_at) FROM STDIN (FORMAT binary)";
+const KEY_TYPES: &[Type] = &[
+    Type::INT4,
+    Type::TEXT,
+    Type::INT8,
+    Type::BYTEA,
+    Type::INT2,
+    Type::TIMESTAMPTZ,
+];
+
+pub const COPY_MESSAGES: &str = "COPY messages (id, app_id, message_id, priority, status, \
+     send_at, expires_at, channels, request, created_at) FROM STDIN (FORMAT binary)";
+const MESSAGE_TYPES: &[Type] = &[
+    Type::INT8,
+    Type::INT4,
+    Type::TEXT,
+    Type::INT2,
+    Type::INT2,
+    Type::TIMESTAMPTZ,
+    Type::TIMESTAMPTZ,
+    Type::TEXT_ARRAY,
+    Type::JSON,
+    Type::TIMESTAMPTZ,
+];
+
+/// The planner's work queue.
+pub const COPY_QUEUE: &str = "COPY message_queue (id, priority, not_before, node_id, app_id) \
+     FROM STDIN (FORMAT binary)";
+const QUEUE_TYPES: &[Type] = &[
+    Type::INT8,
+    Type::INT2,
+    Type::TIMESTAMPTZ,
+    Type::INT4,
+    Type::INT4,
+];
+
+/// The name of the idempotency keys' primary key, as a unique violation names it.
+pub const KEYS_PKEY: &str = "message_keys_pkey";
+
+/// One accepted message, as its rows hold it.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageRows<'a> {
+    pub id: MessagePk,
+    pub app_id: i32,
+    /// The caller's `message_id`: with one, a `message_keys` row is written too.
+    pub message_id: Option<&'a str>,
+    pub priority: Priority,
+    pub status: MessageStatus,
+    pub send_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub channels: &'a [String],
+    /// The canonical request JSON.
+    pub request_json: &'a str,
+    pub body_hash: &'a [u8],
+    /// When the planner may take it (its `send_at`, or at once).
+    pub not_before: DateTime<Utc>,
+    /// The node that accepted it.
+    pub node_id: i32,
+}
+
+/// Writes the rows of `messages` in `tx`: keys, messages, queue, one `COPY` each.
+pub async fn copy_messages(
+    tx: &deadpool_postgres::Transaction<'_>,
+    messages: &[MessageRows<'_>],
+) -> Result<(), tokio_postgres::Error> {
+    if messages.iter().any(|m| m.message_id.is_some()) {
+        let stmt = tx.prepare_cached(COPY_KEYS).await?;
+        let writer = BinaryCopyInWriter::new(tx.copy_in(&stmt).await?, KEY_TYPES);
+        pin_mut!(writer);
+        for m in messages {
+            if let Some(key) = m.message_id {
+                writer
+                    .as_mut()
+                    .write(&[
+                        &m.app_id,
+                        &key,
+                        &m.id,
+                        &m.body_hash,
+                        &m.status.as_i16(),
+                        &m.id.created_at(),
+                    ])
+                    .await?;
+            }
+        }
+        writer.finish().await?;
+    }
+
+    let stmt = tx.prepare_cached(COPY_MESSAGES).await?;
+    let writer = BinaryCopyInWriter::new(tx.copy_in(&stmt).await?, MESSAGE_TYPES);
+    pin_mut!(writer);
+    for m in messages {
+        writer
+            .as_mut()
+            .write(&[
+                &m.id,
+                &m.app_id,
+                &m.message_id,
+                &m.priority.as_i16(),
+                &m.status.as_i16(),
+                &m.send_at,
+                &m.expires_at,
+                &m.channels,
+                &JsonText(m.request_json),
+                &m.id.created_at(),
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+
+    let stmt = tx.prepare_cached(COPY_QUEUE).await?;
+    let writer = BinaryCopyInWriter::new(tx.copy_in(&stmt).await?, QUEUE_TYPES);
+    pin_mut!(writer);
+    for m in messages {
+        writer
+            .as_mut()
+            .write(&[
+                &m.id,
+                &m.priority.as_i16(),
+                &m.not_before,
+                &m.node_id,
+                &m.app_id,
+            ])
+            .await?;
+    }
+    writer.finish().await?;
+    Ok(())
+}
+
+/// JSON text for a `json` column in binary COPY: the text itself.
+#[derive(Debug)]
+pub struct JsonText<'a>(pub &'a str);
+
+impl ToSql for JsonText<'_> {
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        out.extend_from_slice(self.0.as_bytes());
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::JSON
+    }
+
+    to_sql_checked!();
+}
