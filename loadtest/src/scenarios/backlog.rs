@@ -376,7 +376,7 @@ pub async fn run(ctx: &mut Ctx, a: &BacklogArgs, setup: Setup) -> Result<()> {
     let probe = ctx.probe.clone();
     let before = probe.snapshot();
     let machine0 = cpu::machine_ticks();
-    let harness0 = crate::openloop::own_cpu_time();
+    let harness0 = crate::cpu::own_cpu_time();
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(a.deadline_s.max(1));
     let interval = Duration::from_millis(a.sample_ms);
@@ -474,7 +474,7 @@ pub async fn run(ctx: &mut Ctx, a: &BacklogArgs, setup: Setup) -> Result<()> {
         cpu::machine_ticks(),
         std::thread::available_parallelism().map_or(1, |n| n.get()),
     );
-    let harness_cores = crate::openloop::own_cpu_time()
+    let harness_cores = crate::cpu::own_cpu_time()
         .saturating_sub(harness0)
         .as_secs_f64()
         / window.max(1e-3);

@@ -388,7 +388,7 @@ async fn measure_alone(
     window: usize,
     duration: Duration,
 ) -> Result<AloneResult> {
-    let cpu0 = openloop::own_cpu_time();
+    let cpu0 = cpu::own_cpu_time();
     let machine0 = cpu::machine_ticks();
     let t0 = Instant::now();
     let until = t0 + duration;
@@ -425,7 +425,7 @@ async fn measure_alone(
         rate: accepted as f64 / elapsed,
         latency: LatencySummary::of(&hist),
         latency_bucketed: BucketLatency::of(&hdr_buckets(&hist, &UMSD_LATENCY_BUCKETS)),
-        harness_cpu_cores: openloop::own_cpu_time().saturating_sub(cpu0).as_secs_f64() / elapsed,
+        harness_cpu_cores: cpu::own_cpu_time().saturating_sub(cpu0).as_secs_f64() / elapsed,
         machine_busy_cores: cpu::machine_busy_cores(machine0, cpu::machine_ticks(), cores),
     })
 }
@@ -1062,7 +1062,7 @@ async fn one_channel(
     let mut send = None;
     let mut complete = false;
     let hz = cpu::clock_ticks_per_second() as f64;
-    let mut last = (t0, before.clone(), openloop::own_cpu_time());
+    let mut last = (t0, before.clone(), cpu::own_cpu_time());
     let mut next_sample = t0 + Duration::from_secs(1);
     let mut next_db_check = t0;
     loop {
@@ -1077,7 +1077,7 @@ async fn one_channel(
         if now >= next_sample {
             next_sample += Duration::from_secs(1);
             let snap = probe.snapshot();
-            let own = openloop::own_cpu_time();
+            let own = cpu::own_cpu_time();
             let dt = now.duration_since(last.0).as_secs_f64().max(1e-3);
             let sample = CmppSample {
                 t_s: now.duration_since(env.t0).as_secs_f64(),

@@ -44,7 +44,6 @@ use super::deliver::{self, Api, ChannelDef, Setting};
 use super::Ctx;
 use crate::cpu::{self, CpuReport, Probe};
 use crate::metrics::{self, Scrape};
-use crate::openloop;
 use crate::report::{Line, Panel};
 use crate::sims::{self, SimAlone};
 use crate::{db, seconds, TargetArgs};
@@ -871,7 +870,7 @@ async fn one_round(
     );
     let probe = ctx.probe.clone();
     let before = probe.snapshot();
-    let cpu0 = openloop::own_cpu_time();
+    let cpu0 = cpu::own_cpu_time();
     let machine0 = cpu::machine_ticks();
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(a.deadline_s.max(1));
@@ -906,7 +905,7 @@ async fn one_round(
         if now >= next_sample {
             next_sample += Duration::from_secs(1);
             let snap = probe.snapshot();
-            let cpu = openloop::own_cpu_time();
+            let cpu = cpu::own_cpu_time();
             let dt = now.duration_since(last.0).as_secs_f64().max(1e-3);
             let scrape = metrics::scrape(&env.http, &ctx.base_url)
                 .await
@@ -966,7 +965,7 @@ async fn one_round(
     }
     let wait = t0.elapsed().as_secs_f64();
     let after = probe.snapshot();
-    let harness_cpu = openloop::own_cpu_time().saturating_sub(cpu0).as_secs_f64();
+    let harness_cpu = cpu::own_cpu_time().saturating_sub(cpu0).as_secs_f64();
     let machine = cpu::machine_busy_cores(
         machine0,
         cpu::machine_ticks(),
