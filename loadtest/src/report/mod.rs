@@ -25,7 +25,7 @@ use crate::scenarios::fanout::FanoutReport;
 use crate::search::{Criteria, SearchParams};
 
 pub use chart::{write_chart, write_panels, Line, Panel};
-pub use text::summary;
+pub use text::{opt, summary};
 
 /// One step of a rate search.
 #[derive(Debug, Clone, Serialize)]

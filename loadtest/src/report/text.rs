@@ -5,6 +5,11 @@ use std::path::Path;
 
 use super::Report;
 
+/// A figure with `digits` decimals, or `n/a` when there is none.
+pub fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.digits$}"))
+}
+
 fn rate(r: Option<f64>) -> String {
     r.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.0}/s"))
 }

@@ -14,6 +14,7 @@ mod ctx;
 mod deliver;
 pub mod fanout;
 mod simple;
+mod stats;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
