@@ -5,7 +5,9 @@
 //!
 //! The delivery scenarios (`fanout`, `backlog`, `cmpp`) first start their provider
 //! simulators (and `fanout` and `cmpp` measure them alone), then start umsd with a config
-//! pointing at them.
+//! pointing at them. Each of them is a folder: its arguments (`args`), what it sets up
+//! before umsd starts (`setup`), how it drives and measures umsd (`run`), and its figures,
+//! verdicts and rendering (`report`).
 
 pub mod backlog;
 mod bench;
