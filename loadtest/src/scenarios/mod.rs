@@ -10,12 +10,12 @@
 //! verdicts and rendering (`report`).
 
 pub mod backlog;
-mod bench;
+pub mod bench;
 pub mod cmpp;
 mod ctx;
 mod deliver;
 pub mod fanout;
-mod simple;
+pub mod simple;
 mod stats;
 
 use std::path::PathBuf;
