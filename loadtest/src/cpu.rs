@@ -8,9 +8,13 @@
 //! postmaster's pid is known — with `utime + stime + cutime + cstime`, so that backends
 //! which exited during the phase are still counted through the postmaster's reaped-children
 //! times.
+//!
+//! The harness's own CPU time comes from `getrusage` ([`own_cpu_time`]): it tells a
+//! saturated client or simulator apart from a slow daemon.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use serde::Serialize;
@@ -24,6 +28,21 @@ pub fn clock_ticks_per_second() -> u64 {
     } else {
         100
     }
+}
+
+/// CPU time (user + system) this process has used so far.
+pub fn own_cpu_time() -> Duration {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF with a valid pointer.
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    tv(ru.ru_utime) + tv(ru.ru_stime)
 }
 
 /// The fields of `/proc/<pid>/stat` this module needs.

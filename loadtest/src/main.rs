@@ -31,8 +31,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
 use scenarios::backlog::BacklogArgs;
+use scenarios::bench::BenchArgs;
 use scenarios::cmpp::CmppArgs;
 use scenarios::fanout::FanoutArgs;
+use scenarios::simple::{FindMaxArgs, RunArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -203,77 +205,6 @@ pub struct SearchArgs {
     /// A step passes only if achieved throughput is at least this fraction of the target.
     #[arg(long, default_value_t = 0.97)]
     pub min_throughput: f64,
-}
-
-#[derive(Debug, Clone, Args, Serialize)]
-pub struct BenchArgs {
-    #[command(flatten)]
-    pub target: TargetArgs,
-    #[command(flatten)]
-    pub load: LoadArgs,
-    #[command(flatten)]
-    pub search: SearchArgs,
-    /// Rounds of (R_http, R_copy, R_daemon), each measured back to back; the round with
-    /// the median ratio is reported as the result. A shared machine's speed drifts over
-    /// minutes: pairing the three figures per round and taking the median keeps the ratio
-    /// honest.
-    #[arg(long, default_value_t = 3)]
-    pub rounds: usize,
-    /// Messages copied for R_copy (3 rows each).
-    #[arg(long, default_value_t = 200_000, help_heading = "R_copy")]
-    pub copy_messages: u64,
-    /// Messages per COPY chunk (one transaction per chunk).
-    #[arg(long, default_value_t = 10_000, help_heading = "R_copy")]
-    pub copy_chunk: u64,
-    /// Database connections copying in parallel.
-    #[arg(long, default_value_t = 2, help_heading = "R_copy")]
-    pub copy_connections: usize,
-    /// Length of the steady run.
-    #[arg(
-        long,
-        value_name = "SECONDS",
-        default_value_t = 20.0,
-        help_heading = "Steady run"
-    )]
-    pub steady_seconds: f64,
-    /// Rate of the steady run as a fraction of R_daemon.
-    #[arg(long, default_value_t = 0.8, help_heading = "Steady run")]
-    pub steady_fraction: f64,
-}
-
-#[derive(Debug, Clone, Args, Serialize)]
-pub struct RunArgs {
-    #[command(flatten)]
-    pub target: TargetArgs,
-    #[command(flatten)]
-    pub load: LoadArgs,
-    /// Route to load.
-    #[arg(long, value_enum, default_value_t = Route::Bench, help_heading = "Run")]
-    pub route: Route,
-    /// Requests per second.
-    #[arg(long, default_value_t = 1000.0, help_heading = "Run")]
-    pub rate: f64,
-    /// Length of the run.
-    #[arg(
-        long,
-        value_name = "SECONDS",
-        default_value_t = 10.0,
-        help_heading = "Run"
-    )]
-    pub duration_s: f64,
-}
-
-#[derive(Debug, Clone, Args, Serialize)]
-pub struct FindMaxArgs {
-    #[command(flatten)]
-    pub target: TargetArgs,
-    #[command(flatten)]
-    pub load: LoadArgs,
-    #[command(flatten)]
-    pub search: SearchArgs,
-    /// Route to search.
-    #[arg(long, value_enum, default_value_t = Route::Bench, help_heading = "Route")]
-    pub route: Route,
 }
 
 impl Cmd {

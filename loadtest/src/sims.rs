@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use umsd_sim::{Kind, SimConfig, SimHandle};
 
+use crate::cpu;
 use crate::openloop::{self, Conn, Endpoint};
 
 /// Longest wait for one answer of the closed loop.
@@ -234,7 +235,7 @@ pub async fn alone(
     };
     let ep = endpoint(sim.addr());
     let before = sim.stats().recipients_accepted;
-    let cpu0 = openloop::own_cpu_time();
+    let cpu0 = cpu::own_cpu_time();
     let machine0 = crate::cpu::machine_ticks();
     let t0 = Instant::now();
     let shared = Arc::new(LoopShared {
@@ -264,7 +265,7 @@ pub async fn alone(
         }
     }
     let elapsed = t0.elapsed().as_secs_f64();
-    let cpu = openloop::own_cpu_time().saturating_sub(cpu0).as_secs_f64();
+    let cpu = cpu::own_cpu_time().saturating_sub(cpu0).as_secs_f64();
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let machine = crate::cpu::machine_busy_cores(machine0, crate::cpu::machine_ticks(), cores);
     let accepted = sim.stats().recipients_accepted.saturating_sub(before);

@@ -1,14 +1,52 @@
 //! The single-route scenarios: `run` (one fixed rate for a fixed time) and `find-max`
 //! (the maximum sustainable rate). Against `POST /v1/messages` both end with a count check
-//! when the database is reachable.
+//! when the database is reachable. Their arguments come first, then how each runs; their
+//! figures are the run's shared record (`crate::report`).
 
 use anyhow::Result;
+use clap::Args;
+use serde::Serialize;
 use tokio::time::Instant;
 
 use super::Ctx;
 use crate::cpu;
 use crate::report::SteadySummary;
-use crate::{seconds, FindMaxArgs, Route, RunArgs};
+use crate::{seconds, LoadArgs, Route, SearchArgs, TargetArgs};
+
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    /// Route to load.
+    #[arg(long, value_enum, default_value_t = Route::Bench, help_heading = "Run")]
+    pub route: Route,
+    /// Requests per second.
+    #[arg(long, default_value_t = 1000.0, help_heading = "Run")]
+    pub rate: f64,
+    /// Length of the run.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 10.0,
+        help_heading = "Run"
+    )]
+    pub duration_s: f64,
+}
+
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct FindMaxArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(flatten)]
+    pub load: LoadArgs,
+    #[command(flatten)]
+    pub search: SearchArgs,
+    /// Route to search.
+    #[arg(long, value_enum, default_value_t = Route::Bench, help_heading = "Route")]
+    pub route: Route,
+}
 
 pub async fn run(ctx: &mut Ctx, a: &RunArgs) -> Result<()> {
     let duration = seconds(a.duration_s, "--duration-s")?;

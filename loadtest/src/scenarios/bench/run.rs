@@ -1,23 +1,18 @@
-//! The `bench` scenario: in one run, against one daemon,
-//!
-//! 1. `R_http` — maximum sustainable rate of `POST /bench/messages` (HTTP, auth, parsing,
-//!    validation; nothing stored);
-//! 2. `R_copy` — binary COPY throughput of the same rows into the same tables;
-//! 3. `R_daemon` — maximum sustainable rate of durable accepts on `POST /v1/messages`,
-//!    then checked against the database (rows under the search's prefix = 2xx answers);
-//! 4. `ratio = R_daemon / R_ref` with `R_ref = 1 / (1/R_http + 1/R_copy)`;
-//! 5. a steady run at a fraction of R_daemon with p50/p99/p99.9 and CPU-µs per accepted
-//!    message (umsd alone and umsd + PostgreSQL), also count-checked.
+//! `bench` against one daemon: `--rounds` rounds of (R_http, R_copy, R_daemon) back to
+//! back, the median round as the result, then the steady run with CPU accounting.
 
 use anyhow::{anyhow, Result};
 use tokio::time::Instant;
 
-use super::Ctx;
+use super::args::BenchArgs;
+use super::report::{r_ref, RoundSummary};
 use crate::copy::{self, CopyParams};
 use crate::cpu;
 use crate::db;
-use crate::report::{self, RoundSummary, SteadySummary};
-use crate::{seconds, BenchArgs, Route};
+use crate::report::SteadySummary;
+use crate::scenarios::stats::median_round;
+use crate::scenarios::Ctx;
+use crate::{seconds, Route};
 
 pub async fn run(ctx: &mut Ctx, a: &BenchArgs) -> Result<()> {
     let steady_duration = seconds(a.steady_seconds, "--steady-seconds")?;
@@ -42,12 +37,8 @@ pub async fn run(ctx: &mut Ctx, a: &BenchArgs) -> Result<()> {
         rounds.push(one_round(ctx, a, &db_target, app_id, round).await?);
     }
     // The median round by ratio (rounds without a ratio sort first).
-    let mut order: Vec<usize> = (0..rounds.len()).collect();
-    order.sort_by(|&x, &y| {
-        let (rx, ry) = (rounds[x].summary.ratio, rounds[y].summary.ratio);
-        rx.unwrap_or(-1.0).total_cmp(&ry.unwrap_or(-1.0))
-    });
-    let median = order[order.len() / 2];
+    let ratios: Vec<Option<f64>> = rounds.iter().map(|r| r.summary.ratio).collect();
+    let median = median_round(&ratios);
     ctx.report.rounds = rounds.iter().map(|r| r.summary.clone()).collect();
     let chosen = rounds.swap_remove(median);
     if a.rounds > 1 {
@@ -224,7 +215,7 @@ async fn one_round(
     let r_http = http.max_rate;
     let r_copy = c.messages_per_second;
     let r_daemon = daemon.max_rate;
-    let r_ref = r_http.and_then(|h| report::r_ref(h, r_copy));
+    let r_ref = r_http.and_then(|h| r_ref(h, r_copy));
     let ratio = match (r_daemon, r_ref) {
         (Some(d), Some(r)) => Some(d / r),
         _ => None,

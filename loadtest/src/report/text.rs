@@ -1,0 +1,153 @@
+//! The short human summary printed at the end of a run.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::Report;
+
+/// A figure with `digits` decimals, or `n/a` when there is none.
+pub fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.digits$}"))
+}
+
+fn rate(r: Option<f64>) -> String {
+    r.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.0}/s"))
+}
+
+/// The short human summary.
+pub fn summary(report: &Report, out_dir: &Path) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "\n== umsd load test {} ({}) ==",
+        report.run_id, report.scenario
+    );
+    if let Some(h) = &report.r_http {
+        let _ = writeln!(
+            s,
+            "R_http   = {:>10}  max sustainable rate, POST {} ({} steps)",
+            rate(h.max_rate),
+            h.path,
+            h.steps.len()
+        );
+    }
+    if let Some(c) = &report.r_copy {
+        let _ = writeln!(
+            s,
+            "R_copy   = {:>10}  binary COPY, {} messages x 3 rows in {:.2} s ({:.0} rows/s, {} connections)",
+            format!("{:.0}/s", c.messages_per_second),
+            c.messages,
+            c.elapsed_s,
+            c.rows_per_second,
+            c.params.connections
+        );
+    }
+    if report.r_ref.is_some() {
+        let _ = writeln!(
+            s,
+            "R_ref    = {:>10}  1 / (1/R_http + 1/R_copy)",
+            rate(report.r_ref)
+        );
+    }
+    if let Some(d) = &report.r_daemon {
+        let _ = writeln!(
+            s,
+            "R_daemon = {:>10}  max sustainable rate, POST {} ({} steps)",
+            rate(d.max_rate),
+            d.path,
+            d.steps.len()
+        );
+    }
+    if let Some(r) = report.ratio {
+        let _ = writeln!(s, "ratio    = {r:.3}  (R_daemon / R_ref)");
+    }
+    if report.rounds.len() > 1 {
+        let _ = writeln!(s, "rounds (the figures above are the median round's):");
+        for r in &report.rounds {
+            let _ = writeln!(
+                s,
+                "  round {}: R_http {:>8}  R_copy {:>8}  R_daemon {:>8}  ratio {}",
+                r.round,
+                rate(r.r_http),
+                format!("{:.0}/s", r.r_copy),
+                rate(r.r_daemon),
+                r.ratio.map_or("-".to_owned(), |v| format!("{v:.3}"))
+            );
+        }
+    }
+    for c in &report.count_checks {
+        let _ = writeln!(
+            s,
+            "count check {}: {} 2xx answers, {} rows in messages, {} in message_keys ({} timeouts/errors): {}",
+            c.what,
+            c.answered_2xx,
+            c.rows_in_messages,
+            c.rows_in_message_keys,
+            c.unknown_fate,
+            if c.ok { "OK" } else { "MISMATCH" }
+        );
+    }
+    if let Some(st) = &report.steady {
+        let what = if st.fraction_of_r_daemon > 0.0 {
+            format!(
+                "steady   @ {:.0}/s ({:.0} % of R_daemon)",
+                st.rate,
+                st.fraction_of_r_daemon * 100.0
+            )
+        } else {
+            format!("run      @ {:.0}/s", st.rate)
+        };
+        let _ = writeln!(
+            s,
+            "{what}: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; {} accepted",
+            st.latency.p50_ms, st.latency.p99_ms, st.latency.p999_ms, st.latency.max_ms, st.ok_2xx
+        );
+        if let Some(cpu) = &st.cpu {
+            let us = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1} µs"));
+            let _ = writeln!(
+                s,
+                "CPU per accepted message: umsd {}, umsd+postgres {} (umsd {} cores, postgres {:.2} cores)",
+                us(cpu.umsd_us_per_msg),
+                us(cpu.umsd_plus_postgres_us_per_msg),
+                cpu.umsd_cores
+                    .map_or_else(|| "n/a".to_owned(), |c| format!("{c:.2}")),
+                cpu.postgres_cores
+            );
+        }
+    }
+    if report.scenario == "run" {
+        for p in &report.phases {
+            let _ = writeln!(
+                s,
+                "{}: target {:.0}/s, achieved {:.0}/s, {} ok, {} non-2xx, {} timeouts, {} errors; p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms",
+                p.name,
+                p.target_rate,
+                p.achieved_rate,
+                p.ok_2xx,
+                p.non_2xx,
+                p.timeouts,
+                p.errors,
+                p.latency.p50_ms,
+                p.latency.p99_ms,
+                p.latency.p999_ms
+            );
+        }
+    }
+    if let Some(f) = &report.fanout {
+        s.push_str(&f.summary());
+    }
+    if let Some(b) = &report.backlog {
+        s.push_str(&b.summary());
+    }
+    if let Some(c) = &report.cmpp {
+        s.push_str(&c.summary());
+    }
+    for p in &report.problems {
+        let _ = writeln!(s, "PROBLEM: {p}");
+    }
+    if let Some(e) = &report.error {
+        let _ = writeln!(s, "ERROR: {e}");
+    }
+    let _ = writeln!(s, "results: {}", out_dir.display());
+    s
+}
