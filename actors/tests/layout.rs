@@ -63,11 +63,7 @@ fn blank(src: &str) -> String {
             }
             // `r"…"`, `r#"…"#`: up to a quote followed by as many `#` as opened it.
             ('r', _) if at(1 + hashes) == '"' => {
-                let close: Vec<char> = ["\""]
-                    .into_iter()
-                    .chain(vec!["#"; hashes])
-                    .flat_map(str::chars)
-                    .collect();
+                let close: Vec<char> = format!("\"{}", "#".repeat(hashes)).chars().collect();
                 past(i + 2 + hashes, &close)
             }
             // `'\n'`, `'\''`, `'\u{7f}'`; then `'a'`. A lifetime (`'a`, `'static`) has no
@@ -81,11 +77,9 @@ fn blank(src: &str) -> String {
             }
         };
         let end = end.min(c.len());
-        out.extend(
-            c[i..end]
-                .iter()
-                .map(|&ch| if ch == '\n' { '\n' } else { ' ' }),
-        );
+        for &ch in &c[i..end] {
+            out.push(if ch == '\n' { '\n' } else { ' ' });
+        }
         i = end;
     }
     out
@@ -155,14 +149,16 @@ fn targets(code: &str, me: &[String]) -> Vec<Vec<String>> {
             let (mut depth, mut fresh) = (0, true);
             t += 2;
             while t < toks.len() && !(depth == 0 && tok(t) == "}") {
-                match tok(t) {
+                let item = tok(t);
+                if fresh && word(t) && item != "self" {
+                    items.push(item.to_string());
+                }
+                match item {
                     "{" => depth += 1,
                     "}" => depth -= 1,
-                    "," if depth == 0 => fresh = true,
-                    item if fresh && word(t) && item != "self" => items.push(item.to_string()),
                     _ => {}
                 }
-                fresh &= tok(t) == ",";
+                fresh = depth == 0 && item == ",";
                 t += 1;
             }
         }
@@ -174,7 +170,9 @@ fn targets(code: &str, me: &[String]) -> Vec<Vec<String>> {
         if !segs.is_empty() {
             found.push(prefix.clone());
         }
-        found.extend(items.into_iter().map(|item| [prefix.clone(), vec![item]].concat()));
+        for item in items {
+            found.push([prefix.clone(), vec![item]].concat());
+        }
     }
     found
 }
@@ -195,37 +193,33 @@ fn rs_files(dir: &Path) -> Vec<PathBuf> {
 
 /// `path` relative to `root`, `/`-separated.
 fn rel(path: &Path, root: &Path) -> String {
-    path.strip_prefix(root).unwrap().to_string_lossy().replace('\\', "/")
+    path.strip_prefix(root)
+        .unwrap()
+        .to_string_lossy()
+        .replace('\\', "/")
 }
 
 /// `a/b.rs` is module `a::b`, `a/mod.rs` is `a`, `lib.rs` the crate root.
 fn module_path(file: &str) -> Vec<String> {
-    let mut parts: Vec<String> = file
-        .trim_end_matches(".rs")
-        .split('/')
-        .map(String::from)
-        .collect();
-    if matches!(
-        parts.last().map(String::as_str),
-        Some("mod" | "lib" | "main")
-    ) {
+    let mut parts: Vec<&str> = file.trim_end_matches(".rs").split('/').collect();
+    if parts
+        .last()
+        .is_some_and(|last| ["mod", "lib", "main"].contains(last))
+    {
         parts.pop();
     }
-    parts
+    parts.into_iter().map(String::from).collect()
 }
 
 /// The file that holds the longest prefix of `path` that is a file.
-fn file_of<'f>(path: &[String], files: &'f BTreeMap<String, String>) -> Option<&'f String> {
+fn file_of(path: &[String], files: &BTreeMap<String, String>) -> Option<String> {
     (0..=path.len()).rev().find_map(|n| {
         let pre = path[..n].join("/");
         let candidates = match n {
             0 => vec!["lib.rs".to_string()],
             _ => vec![format!("{pre}.rs"), format!("{pre}/mod.rs")],
         };
-        candidates
-            .iter()
-            .find_map(|c| files.get_key_value(c))
-            .map(|(k, _)| k)
+        candidates.into_iter().find(|c| files.contains_key(c))
     })
 }
 
@@ -233,27 +227,19 @@ fn file_of<'f>(path: &[String], files: &'f BTreeMap<String, String>) -> Option<&
 fn graph(src: &Path) -> Graph {
     let files: BTreeMap<String, String> = rs_files(src)
         .iter()
-        .map(|p| {
-            let rel = p
-                .strip_prefix(src)
-                .unwrap()
-                .to_string_lossy()
-                .replace('\\', "/");
-            (rel, fs::read_to_string(p).unwrap())
-        })
+        .map(|p| (rel(p, src), fs::read_to_string(p).unwrap()))
         .collect();
     let mut graph = Graph::new();
     for (file, text) in &files {
-        let code = blank(text);
+        let mut code = blank(text);
         // Tests may reach anywhere; only what ships counts.
-        let code = code
-            .find("#[cfg(test)]")
-            .map_or(code.as_str(), |at| &code[..at]);
-        let uses = targets(code, &module_path(file))
+        if let Some(at) = code.find("#[cfg(test)]") {
+            code.truncate(at);
+        }
+        let uses = targets(&code, &module_path(file))
             .iter()
             .filter_map(|t| file_of(t, &files))
-            .filter(|used| *used != file)
-            .cloned()
+            .filter(|used| used != file)
             .collect();
         graph.insert(file.clone(), uses);
     }
@@ -331,13 +317,8 @@ fn engine_files_have_no_import_circles() {
     let graph = graph(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"));
     if std::env::var_os("LAYOUT_EDGES").is_some() {
         for (file, uses) in &graph {
-            println!(
-                "{file} -> {}",
-                uses.iter()
-                    .map(String::as_str)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            );
+            let uses: Vec<&str> = uses.iter().map(String::as_str).collect();
+            println!("{file} -> {}", uses.join(" "));
         }
     }
     let found = circles(&graph);
@@ -391,7 +372,10 @@ fn g() -> k::Z { k::Z }
 "##;
     let found = targets(&blank(src), &["m".to_string(), "n".to_string()]);
     let expected = ["a", "a b", "a c", "m p", "m n k Z", "m n k Z"];
-    assert_eq!(found.iter().map(|p| p.join(" ")).collect::<Vec<_>>(), expected);
+    assert_eq!(
+        found.iter().map(|p| p.join(" ")).collect::<Vec<_>>(),
+        expected
+    );
 }
 
 #[test]
@@ -400,11 +384,7 @@ fn no_file_over_600_lines() {
     let mut too_long = Vec::new();
     for dir in ["actors/src", "src", "loadtest/src"] {
         for path in rs_files(&workspace.join(dir)) {
-            let rel = path
-                .strip_prefix(workspace)
-                .unwrap()
-                .to_string_lossy()
-                .replace('\\', "/");
+            let rel = rel(&path, workspace);
             let lines = fs::read_to_string(&path).unwrap().lines().count();
             if lines > MAX_LINES && !LONG_FILES_ALLOWED.iter().any(|(f, _)| *f == rel) {
                 too_long.push(format!("{rel}: {lines} lines"));

@@ -4,8 +4,9 @@
 //! commit is compared against.
 //!
 //! The rows are built before the clock starts (same JSON body as the HTTP sends); then
-//! `connections` connections take chunks in turn, each chunk one transaction with one
-//! `COPY … FROM STDIN (FORMAT binary)` per table. Ids are negative (the daemon's are
+//! `connections` connections take chunks in turn, each chunk one transaction written by
+//! the store's own `umsd_actors::store::layout::copy_messages` — the very `COPY`s the
+//! daemon's group commit runs, so the two cannot drift apart. Ids are negative (the daemon's are
 //! positive and time-ordered), ascending within a run, and `message_id`s carry a prefix of
 //! their own, so nothing collides with the daemon's rows; the copied rows are deleted
 //! afterwards, whether the copy succeeded or not.
@@ -19,11 +20,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use bytes::{BufMut, BytesMut};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
-use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use umsd_actors::domain::{MessagePk, MessageStatus, Priority};
+use umsd_actors::store::layout::{copy_messages, CopyStatements, MessageRows};
 
 use crate::db::{self, DbTarget};
 use crate::openloop::message_body;
@@ -71,31 +71,6 @@ pub struct Cleanup {
     pub left_over: u64,
 }
 
-/// JSON text in binary COPY, sent as is: `json` takes the text itself, `jsonb` a version
-/// byte (1) followed by the text.
-#[derive(Debug)]
-struct RawJson<'a>(&'a str);
-
-impl ToSql for RawJson<'_> {
-    fn to_sql(
-        &self,
-        ty: &Type,
-        out: &mut BytesMut,
-    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
-        if *ty == Type::JSONB {
-            out.put_u8(1);
-        }
-        out.put_slice(self.0.as_bytes());
-        Ok(IsNull::No)
-    }
-
-    fn accepts(ty: &Type) -> bool {
-        *ty == Type::JSONB || *ty == Type::JSON
-    }
-
-    to_sql_checked!();
-}
-
 /// One prebuilt row set.
 struct Row {
     id: i64,
@@ -131,95 +106,38 @@ pub fn chunk_range(k: u64, size: u64, n: u64) -> std::ops::Range<u64> {
     start..(start + size).min(n)
 }
 
-const COPY_MESSAGES: &str = "COPY messages (id, app_id, message_id, priority, status, send_at, \
-     expires_at, channels, request, created_at) FROM STDIN (FORMAT binary)";
-const COPY_KEYS: &str =
-    "COPY message_keys (app_id, message_id, id, body_hash, status, created_at) \
-     FROM STDIN (FORMAT binary)";
-const COPY_QUEUE: &str =
-    "COPY message_queue (id, priority, not_before, node_id) FROM STDIN (FORMAT binary)";
-
-async fn copy_chunk(client: &mut tokio_postgres::Client, app_id: i32, rows: &[Row]) -> Result<()> {
+/// Writes one chunk in one transaction, through the store's own row layout (the same
+/// three `COPY`s the daemon's group commit runs).
+async fn copy_chunk(
+    client: &mut tokio_postgres::Client,
+    stmts: &CopyStatements,
+    app_id: i32,
+    rows: &[Row],
+) -> Result<()> {
     let created_at: DateTime<Utc> = Utc::now();
     let not_before = created_at + chrono::Duration::days(1);
-    let none: Option<DateTime<Utc>> = None;
-    let channels: &[&str] = &["inbox"];
-    let (priority, status, node_id) = (1i16, 1i16, 0i32);
-
+    let channels = ["inbox".to_owned()];
+    let messages: Vec<MessageRows<'_>> = rows
+        .iter()
+        .map(|r| MessageRows {
+            id: MessagePk(r.id),
+            app_id,
+            message_id: Some(&r.message_id),
+            priority: Priority::Normal,
+            status: MessageStatus::Accepted,
+            send_at: None,
+            expires_at: None,
+            channels: &channels,
+            request_json: &r.request,
+            body_hash: &r.hash,
+            not_before,
+            node_id: 0,
+            // The ids are negative (before umsd's epoch): the rows go in today's partition.
+            created_at,
+        })
+        .collect();
     let tx = client.transaction().await?;
-    {
-        let sink = tx.copy_in(COPY_MESSAGES).await?;
-        let w = BinaryCopyInWriter::new(
-            sink,
-            &[
-                Type::INT8,
-                Type::INT4,
-                Type::TEXT,
-                Type::INT2,
-                Type::INT2,
-                Type::TIMESTAMPTZ,
-                Type::TIMESTAMPTZ,
-                Type::TEXT_ARRAY,
-                Type::JSON,
-                Type::TIMESTAMPTZ,
-            ],
-        );
-        let mut w = std::pin::pin!(w);
-        for r in rows {
-            let request = RawJson(&r.request);
-            w.as_mut()
-                .write(&[
-                    &r.id,
-                    &app_id,
-                    &r.message_id,
-                    &priority,
-                    &status,
-                    &none,
-                    &none,
-                    &channels,
-                    &request,
-                    &created_at,
-                ])
-                .await?;
-        }
-        w.finish().await?;
-    }
-    {
-        let sink = tx.copy_in(COPY_KEYS).await?;
-        let w = BinaryCopyInWriter::new(
-            sink,
-            &[
-                Type::INT4,
-                Type::TEXT,
-                Type::INT8,
-                Type::BYTEA,
-                Type::INT2,
-                Type::TIMESTAMPTZ,
-            ],
-        );
-        let mut w = std::pin::pin!(w);
-        for r in rows {
-            let hash: &[u8] = &r.hash;
-            w.as_mut()
-                .write(&[&app_id, &r.message_id, &r.id, &hash, &status, &created_at])
-                .await?;
-        }
-        w.finish().await?;
-    }
-    {
-        let sink = tx.copy_in(COPY_QUEUE).await?;
-        let w = BinaryCopyInWriter::new(
-            sink,
-            &[Type::INT8, Type::INT2, Type::TIMESTAMPTZ, Type::INT4],
-        );
-        let mut w = std::pin::pin!(w);
-        for r in rows {
-            w.as_mut()
-                .write(&[&r.id, &priority, &not_before, &node_id])
-                .await?;
-        }
-        w.finish().await?;
-    }
+    copy_messages(&tx, stmts, &messages).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -274,6 +192,7 @@ pub async fn run(
         let chunks = Arc::clone(&chunks);
         let next = Arc::clone(&next);
         tasks.spawn(async move {
+            let stmts = CopyStatements::prepare(&client).await?;
             let mut slowest = Duration::ZERO;
             loop {
                 let k = next.fetch_add(1, Ordering::Relaxed);
@@ -281,7 +200,7 @@ pub async fn run(
                     return Ok::<_, anyhow::Error>(slowest);
                 };
                 let t = Instant::now();
-                copy_chunk(&mut client, app_id, rows)
+                copy_chunk(&mut client, &stmts, app_id, rows)
                     .await
                     .with_context(|| format!("copying chunk {k}"))?;
                 slowest = slowest.max(t.elapsed());
@@ -484,18 +403,5 @@ mod tests {
             .await
             .unwrap();
         assert!(!c.ok);
-    }
-
-    #[test]
-    fn raw_jsonb_writes_version_byte() {
-        let mut buf = BytesMut::new();
-        let v = RawJson(r#"{"a":1}"#);
-        assert!(RawJson::accepts(&Type::JSONB));
-        assert!(!RawJson::accepts(&Type::TEXT));
-        v.to_sql(&Type::JSONB, &mut buf).unwrap();
-        assert_eq!(&buf[..], b"\x01{\"a\":1}");
-        let mut buf = BytesMut::new();
-        v.to_sql(&Type::JSON, &mut buf).unwrap();
-        assert_eq!(&buf[..], b"{\"a\":1}");
     }
 }

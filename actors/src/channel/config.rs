@@ -24,6 +24,12 @@ pub const SENDER_KEYS: &[&str] = &[
     "tls_ca_file",
 ];
 
+/// Provider calls in flight at once when `pool_size` is not set (CMPP: every session's
+/// window).
+pub const DEFAULT_POOL_SIZE: usize = 8;
+/// Deliveries a sender holds in memory when `settings.backlog` is not set.
+pub const DEFAULT_BACKLOG: usize = 10_000;
+
 /// A channel row's columns, as given.
 #[derive(Debug, Clone, Copy)]
 pub struct ChannelRow<'a> {
@@ -75,7 +81,7 @@ impl ChannelConfig {
                 )),
             }
         };
-        let backlog = knob("backlog", 10_000, 1, 1_000_000)? as usize;
+        let backlog = knob("backlog", DEFAULT_BACKLOG as u64, 1, 1_000_000)? as usize;
         let max_attempts = knob("max_attempts", 5, 1, 100)? as i16;
         let base = knob("retry_base_ms", 1000, 1, 3_600_000)?;
         let max = knob("retry_max_ms", 300_000, 1, 86_400_000)?;
@@ -100,7 +106,7 @@ impl ChannelConfig {
             None => match &settings {
                 // A CMPP account keeps every session's window full.
                 ChannelSettings::SmsCmpp(c) => (c.max_connections * c.window).min(1024),
-                _ => 8,
+                _ => DEFAULT_POOL_SIZE,
             },
             Some(n) if (1..=1024).contains(&n) => n as usize,
             Some(_) => return Err(SettingsError::new("pool_size", "from 1 to 1024")),

@@ -54,6 +54,15 @@ impl DeliveryState {
         }
     }
 
+    /// Something is still to happen before the delivery's outcome is known: it waits to
+    /// be planned or sent, or for its receipt.
+    pub fn is_pending(self) -> bool {
+        matches!(
+            self,
+            DeliveryState::Planned | DeliveryState::Queued | DeliveryState::Submitted
+        )
+    }
+
     pub fn is_effective(self) -> bool {
         self != DeliveryState::Filtered
     }

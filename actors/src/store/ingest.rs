@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use tokio_postgres::error::SqlState;
 
-use super::layout::{copy_messages, MessageRows, KEYS_PKEY};
+use super::layout::{copy_messages, CopyStatements, MessageRows, KEYS_PKEY};
 use super::{Store, StoreError};
 use crate::domain::send::NewMessage;
 use crate::domain::{IdempotencyKey, MessagePk, MessageStatus};
@@ -295,9 +295,11 @@ async fn write_group(
                 body_hash: &m.body_hash,
                 not_before: m.send_at.map_or(r.created_at, |t| t.max(r.created_at)),
                 node_id,
+                created_at: r.created_at,
             }
         })
         .collect();
-    copy_messages(&tx, &messages).await?;
+    let stmts = CopyStatements::prepare_cached(&tx).await?;
+    copy_messages(&tx, &stmts, &messages).await?;
     tx.commit().await
 }

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use futures_util::pin_mut;
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+use tokio_postgres::Statement;
 
 use crate::domain::{MessagePk, MessageStatus, Priority};
 
@@ -72,16 +73,47 @@ pub struct MessageRows<'a> {
     pub not_before: DateTime<Utc>,
     /// The node that accepted it.
     pub node_id: i32,
+    /// Its day partition: the time its id encodes.
+    pub created_at: DateTime<Utc>,
+}
+
+/// The three `COPY` statements, prepared on the connection that runs them.
+pub struct CopyStatements {
+    pub keys: Statement,
+    pub messages: Statement,
+    pub queue: Statement,
+}
+
+impl CopyStatements {
+    /// Prepares them on a plain connection.
+    pub async fn prepare(client: &tokio_postgres::Client) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            keys: client.prepare(COPY_KEYS).await?,
+            messages: client.prepare(COPY_MESSAGES).await?,
+            queue: client.prepare(COPY_QUEUE).await?,
+        })
+    }
+
+    /// Prepares them on a pooled connection, once per connection.
+    pub async fn prepare_cached(
+        tx: &deadpool_postgres::Transaction<'_>,
+    ) -> Result<Self, tokio_postgres::Error> {
+        Ok(Self {
+            keys: tx.prepare_cached(COPY_KEYS).await?,
+            messages: tx.prepare_cached(COPY_MESSAGES).await?,
+            queue: tx.prepare_cached(COPY_QUEUE).await?,
+        })
+    }
 }
 
 /// Writes the rows of `messages` in `tx`: keys, messages, queue, one `COPY` each.
 pub async fn copy_messages(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &tokio_postgres::Transaction<'_>,
+    stmts: &CopyStatements,
     messages: &[MessageRows<'_>],
 ) -> Result<(), tokio_postgres::Error> {
     if messages.iter().any(|m| m.message_id.is_some()) {
-        let stmt = tx.prepare_cached(COPY_KEYS).await?;
-        let writer = BinaryCopyInWriter::new(tx.copy_in(&stmt).await?, KEY_TYPES);
+        let writer = BinaryCopyInWriter::new(tx.copy_in(&stmts.keys).await?, KEY_TYPES);
         pin_mut!(writer);
         for m in messages {
             if let Some(key) = m.message_id {
@@ -93,7 +125,7 @@ pub async fn copy_messages(
                         &m.id,
                         &m.body_hash,
                         &m.status.as_i16(),
-                        &m.id.created_at(),
+                        &m.created_at,
                     ])
                     .await?;
             }
@@ -101,8 +133,7 @@ pub async fn copy_messages(
         writer.finish().await?;
     }
 
-    let stmt = tx.prepare_cached(COPY_MESSAGES).await?;
-    let writer = BinaryCopyInWriter::new(tx.copy_in(&stmt).await?, MESSAGE_TYPES);
+    let writer = BinaryCopyInWriter::new(tx.copy_in(&stmts.messages).await?, MESSAGE_TYPES);
     pin_mut!(writer);
     for m in messages {
         writer
@@ -117,14 +148,13 @@ pub async fn copy_messages(
                 &m.expires_at,
                 &m.channels,
                 &JsonText(m.request_json),
-                &m.id.created_at(),
+                &m.created_at,
             ])
             .await?;
     }
     writer.finish().await?;
 
-    let stmt = tx.prepare_cached(COPY_QUEUE).await?;
-    let writer = BinaryCopyInWriter::new(tx.copy_in(&stmt).await?, QUEUE_TYPES);
+    let writer = BinaryCopyInWriter::new(tx.copy_in(&stmts.queue).await?, QUEUE_TYPES);
     pin_mut!(writer);
     for m in messages {
         writer
@@ -161,4 +191,18 @@ impl ToSql for JsonText<'_> {
     }
 
     to_sql_checked!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_text_is_written_as_is() {
+        let mut buf = BytesMut::new();
+        assert!(JsonText::accepts(&Type::JSON));
+        assert!(!JsonText::accepts(&Type::JSONB));
+        assert!(JsonText(r#"{"a":1}"#).to_sql(&Type::JSON, &mut buf).is_ok());
+        assert_eq!(&buf[..], b"{\"a\":1}");
+    }
 }

@@ -37,17 +37,12 @@ impl CmppAccount {
     /// Starts the account's sessions on the current arbiter.
     pub fn new(ctx: &ProviderContext, cfg: CmppConfig) -> Self {
         let cfg = Rc::new(cfg);
-        let template = Submit {
-            registered_delivery: u8::from(cfg.registered_delivery),
-            service_id: OctetString::from(cfg.service_id.as_str()),
-            // The SP pays (fee user type 2), free of charge ("01").
-            fee_user_type: 2,
-            fee_type: OctetString::from("01"),
-            fee_code: OctetString::from("000000"),
-            msg_src: OctetString::from(cfg.account.as_str()),
-            src_id: OctetString::from(cfg.src_id.as_str()),
-            ..Submit::default()
-        };
+        let template = submit_template(
+            &cfg.account,
+            &cfg.src_id,
+            &cfg.service_id,
+            cfg.registered_delivery,
+        );
         let sessions = cfg.max_connections;
         let shared = Rc::new(Shared {
             cfg,
@@ -121,6 +116,27 @@ enum ContentError {
     NoText,
     #[error(transparent)]
     Split(#[from] umsd_cmpp::TextError),
+}
+
+/// What every SUBMIT of an account carries before its recipient and text: the SP pays (fee
+/// user type 2), free of charge (fee type "01", fee code "000000"); the account as
+/// Msg_src, its access number as Src_Id.
+pub fn submit_template(
+    account: &str,
+    src_id: &str,
+    service_id: &str,
+    registered_delivery: bool,
+) -> Submit {
+    Submit {
+        registered_delivery: u8::from(registered_delivery),
+        service_id: OctetString::from(service_id),
+        fee_user_type: 2,
+        fee_type: OctetString::from("01"),
+        fee_code: OctetString::from("000000"),
+        msg_src: OctetString::from(account),
+        src_id: OctetString::from(src_id),
+        ..Submit::default()
+    }
 }
 
 /// A handset number as the gateway takes it: digits, an optional leading `+`.

@@ -25,4 +25,4 @@ mod session;
 pub mod settings;
 mod shared;
 
-pub use account::CmppAccount;
+pub use account::{submit_template, CmppAccount};

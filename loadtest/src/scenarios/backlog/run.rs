@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use serde_json::json;
 use tokio::time::Instant;
+use umsd_actors::metrics as m;
 
 use super::args::BacklogArgs;
 use super::report::{drain_rss, memory_flat, mib, rss_limit, BacklogReport, BacklogSample, MIB};
@@ -119,8 +120,8 @@ pub async fn run(ctx: &mut Ctx, a: &BacklogArgs, setup: Setup) -> Result<()> {
             queued,
             dispatch_rows,
             delivered,
-            held: scrape.sum("umsd_channel_queue_depth", &[]),
-            status_pending: scrape.sum("umsd_status_pending", &[]),
+            held: scrape.sum(m::CHANNEL_QUEUE_DEPTH, &[]),
+            status_pending: scrape.sum(m::STATUS_PENDING, &[]),
             umsd_cores: match (last_snap.umsd, snap.umsd) {
                 (Some(b), Some(a)) => Some(a.saturating_sub(b) as f64 / hz / dt),
                 _ => None,
@@ -244,7 +245,7 @@ pub async fn run(ctx: &mut Ctx, a: &BacklogArgs, setup: Setup) -> Result<()> {
         }),
         postgres_us_per_delivery: per_delivery(cpu_report.postgres_cpu_s),
         cpu: Some(cpu_report),
-        status_batch_mean: end_scrape.mean("umsd_status_batch_size", &[]),
+        status_batch_mean: end_scrape.mean(m::STATUS_BATCH_SIZE, &[]),
         samples,
     };
     if report.pass == Some(false) {

@@ -19,7 +19,7 @@ use umsd_cmpp::{
 };
 use umsd_sim::ismg::{IsmgAccount, IsmgHandle};
 
-use super::buckets::{hdr_buckets, BucketLatency, UMSD_LATENCY_BUCKETS};
+use super::buckets::{hdr_buckets, BucketLatency, LATENCY_BUCKETS};
 use super::report::AloneResult;
 use super::SRC_ID;
 use crate::cpu;
@@ -44,16 +44,10 @@ fn submit_template(account: &str, dest: &str) -> Result<Submit> {
     let segment = segments
         .first()
         .ok_or_else(|| anyhow!("the message has no segment"))?;
-    Ok(Submit {
-        fee_user_type: 2,
-        fee_type: OctetString::from("01"),
-        fee_code: OctetString::from("000000"),
-        msg_src: OctetString::from(account),
-        src_id: OctetString::from(SRC_ID),
-        dest_terminal_ids: vec![OctetString::from(dest)],
-        ..Submit::default()
-    }
-    .with_segment(segment))
+    // umsd's own template, asking for status reports, with no service id.
+    let mut submit = umsd_actors::providers::sms_cmpp::submit_template(account, SRC_ID, "", true);
+    submit.dest_terminal_ids = vec![OctetString::from(dest)];
+    Ok(submit.with_segment(segment))
 }
 
 /// One connection of the client loop: log in, keep `window` SUBMITs outstanding until
@@ -186,7 +180,7 @@ pub(super) async fn measure_alone(
         reports,
         rate: accepted as f64 / elapsed,
         latency: LatencySummary::of(&hist),
-        latency_bucketed: BucketLatency::of(&hdr_buckets(&hist, &UMSD_LATENCY_BUCKETS)),
+        latency_bucketed: BucketLatency::of(&hdr_buckets(&hist, LATENCY_BUCKETS)),
         harness_cpu_cores: cpu::own_cpu_time().saturating_sub(cpu0).as_secs_f64() / elapsed,
         machine_busy_cores: cpu::machine_busy_cores(machine0, cpu::machine_ticks(), cores),
     })

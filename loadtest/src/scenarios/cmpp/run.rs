@@ -9,10 +9,11 @@ use std::time::Duration;
 use anyhow::{anyhow, Result};
 use serde_json::json;
 use tokio::time::Instant;
+use umsd_actors::metrics as m;
 use umsd_sim::ismg::IsmgHandle;
 
 use super::args::CmppArgs;
-use super::buckets::{scrape_buckets, BucketLatency, SUBMIT_RESP_METRIC};
+use super::buckets::{scrape_buckets, submit_resp_buckets, BucketLatency};
 use super::rates::{rate_check, rate_series, span_rate, RATE_SKIP_MS, RATE_TOLERANCE};
 use super::report::{latency_text, pct, AloneResult, ChannelRun, CmppReport, CmppSample};
 use super::setup::{ChannelPlan, Setup};
@@ -333,11 +334,11 @@ async fn one_channel(
             (Some(u), Some(s)) if s > 0.0 => Some(u / s),
             _ => None,
         },
-        submit_resp: BucketLatency::of(&scrape_buckets(&scrape, SUBMIT_RESP_METRIC, &labels)),
+        submit_resp: BucketLatency::of(&scrape_buckets(&scrape, &submit_resp_buckets(), &labels)),
         alone_submit_resp: alone.map(|r| r.latency_bucketed.clone()),
         // (+ 0.0: a counter never incremented is absent, and an empty sum is -0.0)
-        flow_controlled: scrape.sum("umsd_cmpp_flow_control_total", &labels) + 0.0,
-        resends: scrape.sum("umsd_cmpp_resends_total", &labels) + 0.0,
+        flow_controlled: scrape.sum(m::CMPP_FLOW_CONTROL_TOTAL, &labels) + 0.0,
+        resends: scrape.sum(m::CMPP_RESENDS_TOTAL, &labels) + 0.0,
         states,
         umsd_us_per_submit: cpu_report.umsd_cpu_s.and_then(per_submit),
         postgres_us_per_submit: per_submit(cpu_report.postgres_cpu_s),

@@ -43,7 +43,7 @@ impl Api {
     /// every row must be stored.
     pub async fn put_users(&self, rows: Vec<Value>) -> Result<usize> {
         let mut stored = 0usize;
-        for chunk in rows.chunks(1000) {
+        for chunk in rows.chunks(umsd_actors::domain::user::MAX_BATCH) {
             let resp = self
                 .client
                 .post(format!("{}/v1/users/batch", self.base_url))

@@ -8,22 +8,11 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tokio_postgres::Client;
+use umsd_actors::domain::DeliveryState;
 
 /// Name of a `deliveries.state` value.
 pub fn state_name(state: i16) -> &'static str {
-    match state {
-        0 => "planned",
-        1 => "filtered",
-        2 => "queued",
-        3 => "submitted",
-        4 => "failed",
-        5 => "delivered",
-        6 => "undelivered",
-        7 => "clicked",
-        8 => "recalled",
-        9 => "read",
-        _ => "unknown",
-    }
+    DeliveryState::from_i16(state).map_or("unknown", DeliveryState::as_str)
 }
 
 /// Deliveries per second between the first accept and the last delivery.
@@ -90,10 +79,10 @@ pub async fn channel_events(db: &Client, app_id: i32, prefix: &str) -> Result<Ve
             // receipt's `delivered`) are event rows; `least` skips NULLs.
             "WITH ev AS (
                  SELECT d.channel_code, m.created_at,
-                        least(CASE WHEN d.sent_state IN (3, 5) THEN d.sent_at END,
-                              min(e.at) FILTER (WHERE e.state IN (3, 5))) AS submitted_at,
-                        least(CASE WHEN d.sent_state = 5 THEN d.sent_at END,
-                              min(e.at) FILTER (WHERE e.state = 5)) AS delivered_at
+                        least(CASE WHEN d.sent_state IN ($3, $4) THEN d.sent_at END,
+                              min(e.at) FILTER (WHERE e.state IN ($3, $4))) AS submitted_at,
+                        least(CASE WHEN d.sent_state = $4 THEN d.sent_at END,
+                              min(e.at) FILTER (WHERE e.state = $4)) AS delivered_at
                    FROM messages m
                    JOIN deliveries d ON d.message_pk = m.id
                    LEFT JOIN delivery_events e
@@ -113,7 +102,12 @@ pub async fn channel_events(db: &Client, app_id: i32, prefix: &str) -> Result<Ve
                FROM ev
               GROUP BY GROUPING SETS ((channel_code), ())
               ORDER BY 8 DESC, 1",
-            &[&app_id, &prefix],
+            &[
+                &app_id,
+                &prefix,
+                &DeliveryState::Submitted.as_i16(),
+                &DeliveryState::Delivered.as_i16(),
+            ],
         )
         .await
         .context("reading delivery events")?;
@@ -185,13 +179,12 @@ pub fn final_count(states: &BTreeMap<String, BTreeMap<String, i64>>) -> u64 {
     u64::try_from(done).unwrap_or(0)
 }
 
-/// Final states (nothing more will happen to the delivery): failed, delivered,
-/// undelivered, clicked, recalled, read — and filtered.
+/// Final states (nothing more is to be sent or reported for the delivery): every state
+/// but planned, queued and submitted (`DeliveryState::is_pending`).
 pub fn is_final(state: &str) -> bool {
-    matches!(
-        state,
-        "filtered" | "failed" | "delivered" | "undelivered" | "clicked" | "recalled" | "read"
-    )
+    DeliveryState::ALL
+        .iter()
+        .any(|s| s.as_str() == state && !s.is_pending())
 }
 
 /// Deliveries waiting to be sent: `deliveries` in state `queued` (a sequential scan; the
@@ -199,7 +192,10 @@ pub fn is_final(state: &str) -> bool {
 /// delivery).
 pub async fn queued_deliveries(db: &Client) -> Result<i64> {
     Ok(db
-        .query_one("SELECT count(*) FROM deliveries WHERE state = 2", &[])
+        .query_one(
+            "SELECT count(*) FROM deliveries WHERE state = $1",
+            &[&DeliveryState::Queued.as_i16()],
+        )
         .await
         .context("counting queued deliveries")?
         .get(0))

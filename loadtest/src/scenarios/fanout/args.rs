@@ -3,6 +3,7 @@
 use anyhow::{bail, Result};
 use clap::Args;
 use serde::Serialize;
+use umsd_actors::domain::send::MAX_USER_IDS;
 
 use crate::{seconds, TargetArgs};
 
@@ -56,8 +57,8 @@ pub struct FanoutArgs {
 }
 
 pub(super) fn check_args(a: &FanoutArgs) -> Result<()> {
-    if !(1..=1000).contains(&a.users) {
-        bail!("--users must be 1..=1000 (every message goes to all of them in one send)");
+    if !(1..=MAX_USER_IDS).contains(&a.users) {
+        bail!("--users must be 1..={MAX_USER_IDS} (every message goes to all of them in one send)");
     }
     if a.messages == 0 || a.connections == 0 || a.send_concurrency == 0 || a.rounds == 0 {
         bail!("--messages, --connections, --send-concurrency and --rounds must be at least 1");

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 use tokio::time::Instant;
+use umsd_actors::metrics as m;
 use umsd_sim::SimHandle;
 
 use super::args::FanoutArgs;
@@ -21,19 +22,34 @@ use crate::scenarios::deliver;
 use crate::scenarios::Ctx;
 use crate::sims::SimAlone;
 
-/// The `/metrics` series kept at the end of each round.
-const KEPT_METRICS: [&str; 10] = [
-    "umsd_delivery_outcomes_total",
-    "umsd_delivery_retries_total",
-    "umsd_status_writes_total",
-    "umsd_status_batch_size_sum",
-    "umsd_status_batch_size_count",
-    "umsd_accept_to_submit_seconds_sum",
-    "umsd_accept_to_submit_seconds_count",
-    "umsd_provider_request_duration_seconds_sum",
-    "umsd_provider_request_duration_seconds_count",
-    "umsd_planner_",
-];
+/// The `/metrics` series kept at the end of each round (name prefixes): counters whole,
+/// histograms by their sum and count, and every planner series.
+fn kept_metrics() -> Vec<String> {
+    let mut kept: Vec<String> = [
+        m::DELIVERY_OUTCOMES_TOTAL,
+        m::DELIVERY_RETRIES_TOTAL,
+        m::STATUS_WRITES_TOTAL,
+    ]
+    .map(str::to_owned)
+    .into();
+    for histogram in [
+        m::STATUS_BATCH_SIZE,
+        m::ACCEPT_TO_SUBMIT_SECONDS,
+        m::PROVIDER_REQUEST_DURATION_SECONDS,
+    ] {
+        kept.push(format!("{histogram}_sum"));
+        kept.push(format!("{histogram}_count"));
+    }
+    kept.extend(
+        [
+            m::PLANNER_MESSAGES_TOTAL,
+            m::PLANNER_TARGETS_TOTAL,
+            m::PLANNER_LAG_SECONDS,
+        ]
+        .map(str::to_owned),
+    );
+    kept
+}
 
 /// Per-channel values of one gauge or counter.
 fn per_channel(scrape: &Scrape, name: &str, extra: &[(&str, &str)]) -> BTreeMap<String, f64> {
@@ -80,7 +96,7 @@ pub(super) async fn one_round(
     let base_scrape = metrics::scrape(&env.http, &ctx.base_url).await?;
     let base_delivered = per_channel(
         &base_scrape,
-        "umsd_delivery_outcomes_total",
+        m::DELIVERY_OUTCOMES_TOTAL,
         &[("outcome", "delivered")],
     );
     let sim_base: Vec<(u64, &SimHandle)> = env
@@ -145,7 +161,7 @@ pub(super) async fn one_round(
                 .unwrap_or_default();
             let mut delivered = per_channel(
                 &scrape,
-                "umsd_delivery_outcomes_total",
+                m::DELIVERY_OUTCOMES_TOTAL,
                 &[("outcome", "delivered")],
             );
             for (k, v) in delivered.iter_mut() {
@@ -155,9 +171,9 @@ pub(super) async fn one_round(
                 t_s: now.duration_since(t0).as_secs_f64(),
                 messages_accepted: accepted.load(Ordering::Relaxed),
                 delivered,
-                in_flight: per_channel(&scrape, "umsd_channel_in_flight", &[]),
-                held: per_channel(&scrape, "umsd_channel_queue_depth", &[]),
-                status_pending: scrape.sum("umsd_status_pending", &[]),
+                in_flight: per_channel(&scrape, m::CHANNEL_IN_FLIGHT, &[]),
+                held: per_channel(&scrape, m::CHANNEL_QUEUE_DEPTH, &[]),
+                status_pending: scrape.sum(m::STATUS_PENDING, &[]),
                 umsd_cores: match (last.1.umsd, snap.umsd) {
                     (Some(b), Some(a)) => Some(a.saturating_sub(b) as f64 / hz / dt),
                     _ => None,
@@ -325,7 +341,7 @@ pub(super) async fn one_round(
         if let Some(m) = mean_between(
             &base_scrape,
             &end_scrape,
-            "umsd_provider_request_duration_seconds",
+            m::PROVIDER_REQUEST_DURATION_SECONDS,
             &[("channel", ch.as_str())],
         ) {
             provider_call_mean_ms.insert(ch.clone(), m * 1000.0);
@@ -355,10 +371,15 @@ pub(super) async fn one_round(
             .map(|m| (m - umsd_cores.unwrap_or(0.0) - postgres_cores - harness_cores).max(0.0)),
         harness_cpu_cores: harness_cores,
         mean_in_flight,
-        status_batch_mean: mean_between(&base_scrape, &end_scrape, "umsd_status_batch_size", &[]),
+        status_batch_mean: mean_between(&base_scrape, &end_scrape, m::STATUS_BATCH_SIZE, &[]),
         provider_call_mean_ms,
         metrics_end: end_scrape
-            .select(&KEPT_METRICS)
+            .select(
+                &kept_metrics()
+                    .iter()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>(),
+            )
             .into_iter()
             .filter(|(k, _)| !k.contains("_bucket"))
             .collect(),

@@ -16,7 +16,7 @@ use crate::sims::{self, SimAlone};
 
 /// `pool_size` of the channels that batch (WeCom) or write locally (inbox): umsd's
 /// default.
-const BATCH_POOL: usize = 8;
+const BATCH_POOL: usize = umsd_actors::channel::config::DEFAULT_POOL_SIZE;
 
 /// What is set up before umsd starts: the simulators, their figures alone, the config.
 pub struct Setup {
