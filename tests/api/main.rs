@@ -187,6 +187,21 @@ impl TestApp {
         .await
     }
 
+    /// Waits until `done` holds for what `sql` (one count) answers; returns that count.
+    pub async fn wait_count(&self, sql: &str, secs: u64, done: impl Fn(i64) -> bool) -> i64 {
+        let db = &self.db().await;
+        let done = &done;
+        eventually(secs, sql, || async move {
+            let got: i64 = db.query_one(sql, &[]).await.unwrap().get(0);
+            if done(got) {
+                Ok(got)
+            } else {
+                Err(got)
+            }
+        })
+        .await
+    }
+
     /// The `/metrics` text.
     pub async fn metrics(&self) -> String {
         self.http
