@@ -8,11 +8,41 @@ mod demo;
 mod embedded;
 mod recovery;
 
+use std::fmt::Display;
 use std::fs;
+use std::future::Future;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// How often [`eventually`] looks again.
+const POLL_EVERY: Duration = Duration::from_millis(50);
+
+/// Looks at `check` every [`POLL_EVERY`] until it answers `Ok`, for at most `limit`; then
+/// fails the test with `what()` and the last `Err`. The tests wait for what they expect to
+/// happen through this, never for a fixed time.
+pub async fn eventually<T, E, F, Fut>(
+    limit: Duration,
+    what: impl FnOnce() -> String,
+    mut check: F,
+) -> T
+where
+    E: Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("timed out after {limit:?}: {} (last: {e})", what())
+            }
+            Err(_) => tokio::time::sleep(POLL_EVERY).await,
+        }
+    }
+}
 
 /// A daemon process started from the built binary.
 pub struct Daemon {
