@@ -191,6 +191,32 @@ impl Daemon {
         (comm.trim() == "postgres").then_some(pid)
     }
 
+    /// How many processes are attached to the shared memory of the cluster named in
+    /// `postmaster.pid` (its System V segment; a segment already gone has none). `Ok(None)`
+    /// when there is no pid file to name one.
+    pub fn shm_attached(&self) -> Result<Option<u64>, String> {
+        let Ok(text) = fs::read_to_string(self.pg_dir().join("postmaster.pid")) else {
+            return Ok(None);
+        };
+        // Line 7: the segment's key and id.
+        let id = text
+            .lines()
+            .nth(6)
+            .and_then(|l| l.split_whitespace().nth(1))
+            .ok_or_else(|| format!("no shared memory id in postmaster.pid: {text:?}"))?;
+        let table = fs::read_to_string("/proc/sysvipc/shm").map_err(|e| e.to_string())?;
+        // Columns: key shmid perms size cpid lpid nattch …
+        let attached = table.lines().skip(1).find_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.get(1) == Some(&id)).then(|| cols.get(6).and_then(|n| n.parse().ok()))
+        });
+        match attached {
+            None => Ok(Some(0)),
+            Some(Some(n)) => Ok(Some(n)),
+            Some(None) => Err(format!("unreadable /proc/sysvipc/shm row for {id}")),
+        }
+    }
+
     /// A direct connection to the embedded cluster (while it runs).
     pub async fn db(&self) -> tokio_postgres::Client {
         let mut c = tokio_postgres::Config::new();
