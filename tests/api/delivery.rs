@@ -213,8 +213,9 @@ async fn a_rate_limited_channel_delivers_a_backlog_at_its_rate() {
         || async {
             let row = db
                 .query_one(
-                    "SELECT count(*), max(created_at) > min(created_at) + interval '10.1 seconds'
-                 FROM inbox",
+                    "SELECT count(*), \
+                            max(created_at) > min(created_at) + interval '10.1 seconds' \
+                     FROM inbox",
                     &[],
                 )
                 .await
