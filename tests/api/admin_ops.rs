@@ -279,8 +279,7 @@ async fn channels_are_created_replaced_and_shown_without_credentials() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["pool_size"], 6);
-    let mut running = false;
-    for _ in 0..50 {
+    crate::eventually(5, "the sender to restart", || async {
         let res = app
             .http
             .get(app.url("/admin/channels/hook"))
@@ -290,12 +289,12 @@ async fn channels_are_created_replaced_and_shown_without_credentials() {
             .unwrap();
         let got: serde_json::Value = res.json().await.unwrap();
         if got["state"]["running"] == true && got["pool_size"] == 6 {
-            running = true;
-            break;
+            Ok(())
+        } else {
+            Err(got)
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    assert!(running, "the sender did not restart");
+    })
+    .await;
 
     // A channel's type cannot change.
     let (status, body) = put("hook", json!({"type": "inbox", "settings": {}})).await;

@@ -5,8 +5,6 @@
 //! an expired token refreshed once (token providers), and a permanent failure recorded
 //! with the provider's code; plus partial failures where the provider has them.
 
-use std::time::Duration;
-
 use serde_json::{json, Value};
 use umsd_sim::{Faults, Kind, SimConfig, SimHandle};
 
@@ -562,7 +560,6 @@ async fn read_receipts_come_back() {
         assert_eq!(m["funnel"]["users"]["delivered"], 1, "{m}");
         rig.sim.shutdown();
         rig.app.stop().await;
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
@@ -701,17 +698,15 @@ async fn unknown_and_forged_receipts() {
     assert_eq!(res.status(), 401);
     let res = post(form(&c.app_key, &c.app_secret)).await.unwrap();
     assert_eq!(res.status(), 200);
-    let mut counted = false;
-    for _ in 0..60 {
-        if app.metrics().await.contains(&format!(
-            "umsd_receipts_unmatched_total{{channel=\"{CODE}\"}}"
-        )) {
-            counted = true;
-            break;
+    let unmatched = format!("umsd_receipts_unmatched_total{{channel=\"{CODE}\"}}");
+    crate::eventually(6, "the unknown receipt to be counted", || async {
+        if app.metrics().await.contains(&unmatched) {
+            Ok(())
+        } else {
+            Err(&unmatched)
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(counted, "the unknown receipt was not counted");
+    })
+    .await;
     sim.shutdown();
     app.stop().await;
 }

@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::{TestApp, DEMO};
+use crate::{eventually, TestApp, DEMO};
 
 fn channel_funnel<'a>(m: &'a Value, code: &str) -> &'a Value {
     &m["funnel"]["channels"][code]
@@ -202,9 +202,33 @@ async fn a_rate_limited_channel_delivers_a_backlog_at_its_rate() {
         }))
         .await;
     assert_eq!(status, 202, "{sent}");
-    // Measure over 10 s of steady sending, from the first stored item.
-    tokio::time::sleep(std::time::Duration::from_millis(10_800)).await;
+    // Measure over 10 s of steady sending, from the first stored item. The window's count
+    // is final once an item is stored 0.1 s past it (a write begun inside the window has
+    // committed by then), or once the whole backlog is in.
     let db = app.db().await;
+    let all = users.len() as i64;
+    eventually(
+        30,
+        "an inbox item stored 10.1 s after the first",
+        || async {
+            let row = db
+                .query_one(
+                    "SELECT count(*), \
+                            max(created_at) > min(created_at) + interval '10.1 seconds' \
+                     FROM inbox",
+                    &[],
+                )
+                .await
+                .unwrap();
+            let (n, closed): (i64, Option<bool>) = (row.get(0), row.get(1));
+            if closed == Some(true) || n == all {
+                Ok(())
+            } else {
+                Err(format!("{n} items stored"))
+            }
+        },
+    )
+    .await;
     let first: chrono::DateTime<chrono::Utc> = db
         .query_one("SELECT min(created_at) FROM inbox", &[])
         .await
@@ -243,7 +267,24 @@ async fn a_high_priority_message_overtakes_a_low_priority_backlog() {
         }))
         .await;
     assert_eq!(status, 202, "{low}");
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // The backlog is planned and ten low sends (0.5 s at 20/s) went out.
+    let db = app.db().await;
+    eventually(10, "the low backlog planned and 10 of it sent", || async {
+        let row = db
+            .query_one(
+                "SELECT (SELECT count(*) FROM deliveries), (SELECT count(*) FROM inbox)",
+                &[],
+            )
+            .await
+            .unwrap();
+        let (planned, sent): (i64, i64) = (row.get(0), row.get(1));
+        if planned == 200 && sent >= 10 {
+            Ok(())
+        } else {
+            Err(format!("{planned} planned, {sent} sent"))
+        }
+    })
+    .await;
     let (status, high) = app
         .send(&json!({
             "audience": {"user_ids": ["p0199"]},
@@ -258,7 +299,6 @@ async fn a_high_priority_message_overtakes_a_low_priority_backlog() {
         m["status"] == "done"
     })
     .await;
-    let db = app.db().await;
     let before: i64 = db
         .query_one(
             "SELECT count(*) FROM inbox WHERE body = 'low'
@@ -268,8 +308,8 @@ async fn a_high_priority_message_overtakes_a_low_priority_backlog() {
         .await
         .unwrap()
         .get(0);
-    // About 0.5 s of low sends (10) went out before the high one was accepted; it waited
-    // for at most a few rate slots after its planning, while 170+ low ones still waited.
+    // Ten low sends went out before the high one was accepted; it waited for at most a
+    // few rate slots after its planning, while 170+ low ones still waited.
     assert!(
         before < 30,
         "{before} low deliveries went before the high one"

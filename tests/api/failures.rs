@@ -1,8 +1,6 @@
 //! Overload and database failure: 503 with Retry-After, never a 2xx for something that
 //! was not committed, and recovery once the database is back.
 
-use std::time::Duration;
-
 use reqwest::StatusCode;
 
 use super::{error_of, inbox_message, TestApp};
@@ -21,7 +19,14 @@ async fn a_full_ingest_queue_answers_503_with_retry_after() {
     let first_body = inbox_message(Some("q-1"), "u1");
     let first = app.send(&first_body);
     let second = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        // The first send is pending once its write waits for the lock.
+        app.wait_count(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+            10,
+            |n| n >= 1,
+        )
+        .await;
         let res = app
             .http
             .post(app.url("/v1/messages"))

@@ -20,6 +20,9 @@ mod send;
 mod sms;
 mod users;
 
+use std::future::Future;
+use std::time::{Duration, Instant};
+
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use umsd::config::{AppConfig, ChannelSection, Config};
@@ -179,17 +182,31 @@ impl TestApp {
 
     /// Polls `GET path` (as `demo`) until `done` holds for the body, for at most `secs`.
     pub async fn wait_for(&self, path: &str, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
-        loop {
+        let done = &done;
+        eventually(secs, path, || async move {
             let (_, body) = self.get(path).await;
             if done(&body) {
-                return body;
+                Ok(body)
+            } else {
+                Err(body)
             }
-            if std::time::Instant::now() > deadline {
-                panic!("timed out waiting on {path}: last answer {body}");
+        })
+        .await
+    }
+
+    /// Waits until `done` holds for what `sql` (one count) answers; returns that count.
+    pub async fn wait_count(&self, sql: &str, secs: u64, done: impl Fn(i64) -> bool) -> i64 {
+        let db = &self.db().await;
+        let done = &done;
+        eventually(secs, sql, || async move {
+            let got: i64 = db.query_one(sql, &[]).await.unwrap().get(0);
+            if done(got) {
+                Ok(got)
+            } else {
+                Err(got)
             }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        })
+        .await
     }
 
     /// The `/metrics` text.
@@ -221,6 +238,40 @@ impl TestApp {
         if let Some(r) = self.running.take() {
             r.shutdown().await;
         }
+    }
+}
+
+/// How often [`poll`] looks again.
+const POLL_EVERY: Duration = Duration::from_millis(50);
+
+/// Looks at `check` every [`POLL_EVERY`] until it answers `Ok`, for at most `limit`; after
+/// that, its last `Err`. The tests wait for what they expect to happen through this (or
+/// [`eventually`]), never for a fixed time.
+pub async fn poll<T, E, F, Fut>(limit: Duration, mut check: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match check().await {
+            Ok(v) => return Ok(v),
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => tokio::time::sleep(POLL_EVERY).await,
+        }
+    }
+}
+
+/// [`poll`] for at most `secs`, failing the test with `what` and the last answer after.
+pub async fn eventually<T, E, F, Fut>(secs: u64, what: &str, check: F) -> T
+where
+    E: std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    match poll(Duration::from_secs(secs), check).await {
+        Ok(v) => v,
+        Err(last) => panic!("timed out after {secs} s waiting for {what}: last answer {last}"),
     }
 }
 

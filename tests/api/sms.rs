@@ -126,15 +126,18 @@ fn sim_config() -> IsmgConfig {
     }
 }
 
+/// Whether `ok` comes to hold within `seconds`.
 async fn until(seconds: u64, mut ok: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + Duration::from_secs(seconds);
-    while Instant::now() < end {
-        if ok() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    ok()
+    crate::poll(Duration::from_secs(seconds), || {
+        std::future::ready(if ok() { Ok(()) } else { Err(()) })
+    })
+    .await
+    .is_ok()
+}
+
+/// Whether the `/metrics` text has the line `line`.
+async fn has_metric(app: &TestApp, line: &str) -> bool {
+    app.metrics().await.lines().any(|l| l == line)
 }
 
 #[actix_web::test]
@@ -239,26 +242,26 @@ async fn a_delivery_in_parts_waits_for_every_part_s_report() {
     .await;
     let users = rig.users(2).await;
     let id = rig.send(&users, &text).await;
-    let mut parts: Vec<Vec<u64>> = Vec::new();
-    for _ in 0..200 {
-        let (_, d) = rig.app.get(&format!("/v1/messages/{id}/deliveries")).await;
-        let ds = d["deliveries"].as_array().unwrap().clone();
-        if ds.len() == 2 && ds.iter().all(|d| d["state"] == "submitted") {
-            parts = ds
-                .iter()
-                .map(|d| {
-                    d["provider_id"]
-                        .as_str()
-                        .unwrap()
-                        .split(',')
-                        .map(|p| p.parse().unwrap())
-                        .collect()
-                })
-                .collect();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let d = rig
+        .app
+        .wait_for(&format!("/v1/messages/{id}/deliveries"), 10, |d| {
+            let ds = d["deliveries"].as_array().unwrap();
+            ds.len() == 2 && ds.iter().all(|d| d["state"] == "submitted")
+        })
+        .await;
+    let parts: Vec<Vec<u64>> = d["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            d["provider_id"]
+                .as_str()
+                .unwrap()
+                .split(',')
+                .map(|p| p.parse().unwrap())
+                .collect()
+        })
+        .collect();
     assert_eq!(parts.len(), 2, "not submitted");
     let n = parts[0].len();
     assert!(n >= 3, "{parts:?}");
@@ -271,7 +274,18 @@ async fn a_delivery_in_parts_waits_for_every_part_s_report() {
         .sim
         .send_report(umsd_cmpp::MsgId(parts[0][0]), "DELIVRD"));
     assert!(until(5, || rig.sim.stats().deliver_resps >= n as u64).await);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The receipts are counted once the status writes they led to are done.
+    let counted = format!(
+        r#"umsd_receipts_total{{channel="{}",kind="part"}} {n}"#,
+        rig.code
+    );
+    crate::eventually(5, &counted, || async {
+        has_metric(&rig.app, &counted)
+            .await
+            .then_some(())
+            .ok_or("not yet")
+    })
+    .await;
     let (_, d) = rig.app.get(&format!("/v1/messages/{id}/deliveries")).await;
     let first = d["deliveries"]
         .as_array()
@@ -329,6 +343,9 @@ async fn wrong_credentials_are_reported_and_never_hot_looped() {
             >= 2)
         .await
     );
+    // Nothing shows that a session is not coming back, so this waits a fixed time: one
+    // that hot-looped would log in again within reconnect_max_ms (1 s, +20 % jitter) of
+    // its refusal, and 2 s leaves room for that login's round trip.
     tokio::time::sleep(Duration::from_secs(2)).await;
     // One refusal per session, then a long backoff.
     assert_eq!(rig.sim.stats().logins_refused.get(&3).copied(), Some(2));
@@ -506,16 +523,16 @@ async fn idle_sessions_keep_the_link_alive_and_mo_messages_are_stored() {
     assert!(rig
         .sim
         .send_mo("900001", "+8613900000001", "1069000199", "退订 STOP"));
-    let mut items = Value::Null;
-    for _ in 0..100 {
+    let items = crate::eventually(10, "the MO message to be stored", || async {
         let (status, body) = rig.app.get("/v1/mo").await;
         assert_eq!(status, 200, "{body}");
         if body["items"].as_array().is_some_and(|a| !a.is_empty()) {
-            items = body["items"].clone();
-            break;
+            Ok(body["items"].clone())
+        } else {
+            Err(body)
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     assert_eq!(items[0]["text"], "退订 STOP", "{items}");
     assert_eq!(items[0]["from"], "+8613900000001");
     assert_eq!(items[0]["to"], "1069000199");
@@ -737,6 +754,7 @@ async fn delivery_events_are_pushed_to_the_default_or_the_message_s_endpoint() {
     let rig = Rig::new(sim_config(), json!({})).await;
     let default = Receiver::start(0).await;
     let other = Receiver::start(0).await;
+    let probe = Receiver::start(0).await;
     let (status, saved) = rig
         .app
         .put_as(
@@ -745,13 +763,40 @@ async fn delivery_events_are_pushed_to_the_default_or_the_message_s_endpoint() {
             &json!({"endpoints": [
                 {"url": default.url, "default": true, "events": ["sent", "delivered"]},
                 {"url": other.url, "events": ["delivered", "failed"]},
+                {"url": probe.url, "events": ["delivered"]},
             ]}),
         )
         .await;
     assert_eq!(status, 200, "{saved}");
-    // Receipts looks the subscribing apps up every 2 s.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let users = rig.users(2).await;
+    let users = rig.users(3).await;
+    // Receipts looks the subscribing apps up every 2 s; until it has seen the endpoints,
+    // no delivery events are queued. Messages to a third endpoint of their own show when
+    // it has: one is sent every 200 ms until an event of one arrives.
+    let started = Instant::now();
+    loop {
+        let (status, sent) = rig
+            .app
+            .send(&json!({
+                "audience": {"user_ids": [&users[2]]},
+                "channels": [&rig.code],
+                "content": {&rig.code: {"text": "probe"}},
+                "callback_url": probe.url,
+            }))
+            .await;
+        assert_eq!(status, 202, "{sent}");
+        let seen = crate::poll(Duration::from_millis(200), || {
+            let got = probe.got.lock().unwrap().len();
+            std::future::ready(if got > 0 { Ok(()) } else { Err(()) })
+        })
+        .await;
+        if seen.is_ok() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the callback endpoints were never taken up"
+        );
+    }
     let id = rig.send(&users[..1], "hello").await;
     rig.settled(&id, 20).await;
     assert!(until(10, || default.got.lock().unwrap().len() >= 2).await);
@@ -784,7 +829,11 @@ async fn delivery_events_are_pushed_to_the_default_or_the_message_s_endpoint() {
     assert_eq!(status, 202, "{sent}");
     rig.settled(sent["id"].as_str().unwrap(), 20).await;
     assert!(until(10, || !other.got.lock().unwrap().is_empty()).await);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Events are queued with the changes they report, and removed once posted: with the
+    // message settled and the outbox empty, nothing more is on its way.
+    rig.app
+        .wait_count("SELECT count(*) FROM callback_outbox", 10, |n| n == 0)
+        .await;
     assert_eq!(kinds(&other), ["delivered"]);
     assert_eq!(
         kinds(&default),

@@ -11,7 +11,7 @@ use std::time::Duration;
 use rand::Rng;
 use reqwest::StatusCode;
 
-use super::{cleanup, free_port, inbox_message, test_dir, Daemon};
+use super::{cleanup, eventually, free_port, inbox_message, test_dir, Daemon};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
@@ -71,6 +71,16 @@ fn load(
         .collect()
 }
 
+/// Sends answered 2xx so far.
+fn acked(outcomes: &Outcomes) -> usize {
+    outcomes
+        .lock()
+        .unwrap()
+        .values()
+        .filter(|o| **o == Outcome::Acked)
+        .count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_sends_survive_sigkill() {
     let dir = test_dir("crash");
@@ -82,21 +92,30 @@ async fn acknowledged_sends_survive_sigkill() {
     let next = Arc::new(AtomicUsize::new(0));
     for round in 0..KILLS {
         let stop = Arc::new(AtomicBool::new(false));
+        let before = acked(&outcomes);
         let tasks = load(&d.base(), "crash", &outcomes, &next, &stop);
-        let wait = rand::rng().random_range(300..1500);
-        tokio::time::sleep(Duration::from_millis(wait)).await;
+        // A random moment of the load, counted in sends acknowledged this round (about
+        // 0.3 to 1.5 s of it on a 2-core machine), so that every round kills a daemon under
+        // load however fast the machine is.
+        let wait = rand::rng().random_range(150..750);
+        eventually(
+            Duration::from_secs(60),
+            || format!("{wait} sends acknowledged in round {round}\n{}", d.log()),
+            || {
+                std::future::ready(match acked(&outcomes) - before {
+                    n if n >= wait => Ok(()),
+                    n => Err(n),
+                })
+            },
+        )
+        .await;
         d.kill9();
         stop.store(true, Ordering::Relaxed);
         for t in tasks {
             t.await.unwrap();
         }
-        let acked = outcomes
-            .lock()
-            .unwrap()
-            .values()
-            .filter(|o| **o == Outcome::Acked)
-            .count();
-        eprintln!("round {round}: killed after {wait} ms, {acked} acked so far");
+        let acked = acked(&outcomes);
+        eprintln!("round {round}: killed after {wait} acknowledged, {acked} acked so far");
         d = Daemon::start(&dir, port);
         d.wait_ready(Duration::from_secs(90)).await;
     }
@@ -212,7 +231,19 @@ async fn graceful_shutdown_under_load_loses_nothing() {
     let next = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let tasks = load(&d.base(), "graceful", &outcomes, &next, &stop);
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // SIGTERM in the middle of a real load: once more sends are acknowledged than the
+    // check below asks for (while 16 clients keep sending).
+    eventually(
+        Duration::from_secs(60),
+        || format!("51 sends acknowledged\n{}", d.log()),
+        || {
+            std::future::ready(match acked(&outcomes) {
+                n if n > 50 => Ok(()),
+                n => Err(n),
+            })
+        },
+    )
+    .await;
     assert!(
         d.terminate(Duration::from_secs(60)),
         "umsd exits 0 on SIGTERM"

@@ -3,11 +3,11 @@
 //! channel and comes back delivered within seconds. (Ports are moved to free ones so the
 //! test can run beside anything else.)
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
-use super::{cleanup, free_port, test_dir, Daemon};
+use super::{cleanup, eventually, free_port, test_dir, Daemon};
 
 #[actix_web::test]
 async fn the_demo_configuration_delivers_on_every_channel() {
@@ -68,23 +68,27 @@ async fn the_demo_configuration_delivers_on_every_channel() {
         .unwrap();
     assert_eq!(res.status(), 202);
 
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let m = loop {
-        let m: Value = http
-            .get(format!("{}/v1/messages/hello-1", d.base()))
-            .basic_auth("demo", Some("demo-secret"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if m["status"] == "done" {
-            break m;
-        }
-        assert!(Instant::now() < deadline, "not done: {m}\n{}", d.log());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let m = eventually(
+        Duration::from_secs(20),
+        || format!("hello-1 to be done\n{}", d.log()),
+        || async {
+            let m: Value = http
+                .get(format!("{}/v1/messages/hello-1", d.base()))
+                .basic_auth("demo", Some("demo-secret"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if m["status"] == "done" {
+                Ok(m)
+            } else {
+                Err(m)
+            }
+        },
+    )
+    .await;
     let channels = m["funnel"]["channels"].as_object().unwrap();
     assert_eq!(channels.len(), 10, "{m}");
     for (code, f) in channels {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reqwest::StatusCode;
 
-use super::{cleanup, free_port, inbox_message, test_dir, Daemon};
+use super::{cleanup, eventually, free_port, inbox_message, test_dir, Daemon};
 
 async fn send(d: &Daemon, key: &str) -> StatusCode {
     crate::http()
@@ -73,14 +73,26 @@ async fn the_embedded_cluster_survives_every_kind_of_restart() {
     unsafe {
         libc::kill(pid, libc::SIGKILL);
     }
-    for _ in 0..100 {
-        if d.postmaster().is_none() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    // Let the orphaned backends notice the postmaster is gone.
-    std::thread::sleep(Duration::from_millis(500));
+    eventually(
+        Duration::from_secs(5),
+        || "the postmaster to die".into(),
+        || std::future::ready(d.postmaster().map_or(Ok(()), Err)),
+    )
+    .await;
+    // The processes it leaves behind notice it is gone and exit; the next start removes
+    // the pid file, and with it postgres's own check that none is still attached.
+    eventually(
+        Duration::from_secs(10),
+        || "the killed cluster's processes to exit".into(),
+        || {
+            std::future::ready(match d.shm_attached() {
+                Ok(Some(0) | None) => Ok(()),
+                Ok(Some(n)) => Err(format!("{n} attached")),
+                Err(e) => panic!("{e}"),
+            })
+        },
+    )
+    .await;
     assert!(
         d.pg_dir().join("postmaster.pid").exists(),
         "stale pid file left"

@@ -8,11 +8,41 @@ mod demo;
 mod embedded;
 mod recovery;
 
+use std::fmt::Display;
 use std::fs;
+use std::future::Future;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// How often [`eventually`] looks again.
+const POLL_EVERY: Duration = Duration::from_millis(50);
+
+/// Looks at `check` every [`POLL_EVERY`] until it answers `Ok`, for at most `limit`; then
+/// fails the test with `what()` and the last `Err`. The tests wait for what they expect to
+/// happen through this, never for a fixed time.
+pub async fn eventually<T, E, F, Fut>(
+    limit: Duration,
+    what: impl FnOnce() -> String,
+    mut check: F,
+) -> T
+where
+    E: Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(e) if Instant::now() >= deadline => {
+                panic!("timed out after {limit:?}: {} (last: {e})", what())
+            }
+            Err(_) => tokio::time::sleep(POLL_EVERY).await,
+        }
+    }
+}
 
 /// A daemon process started from the built binary.
 pub struct Daemon {
@@ -159,6 +189,32 @@ impl Daemon {
         let pid: i32 = text.lines().next()?.trim().parse().ok()?;
         let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
         (comm.trim() == "postgres").then_some(pid)
+    }
+
+    /// How many processes are attached to the shared memory of the cluster named in
+    /// `postmaster.pid` (its System V segment; a segment already gone has none). `Ok(None)`
+    /// when there is no pid file to name one.
+    pub fn shm_attached(&self) -> Result<Option<u64>, String> {
+        let Ok(text) = fs::read_to_string(self.pg_dir().join("postmaster.pid")) else {
+            return Ok(None);
+        };
+        // Line 7: the segment's key and id.
+        let id = text
+            .lines()
+            .nth(6)
+            .and_then(|l| l.split_whitespace().nth(1))
+            .ok_or_else(|| format!("no shared memory id in postmaster.pid: {text:?}"))?;
+        let table = fs::read_to_string("/proc/sysvipc/shm").map_err(|e| e.to_string())?;
+        // Columns: key shmid perms size cpid lpid nattch …
+        let attached = table.lines().skip(1).find_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            (cols.get(1) == Some(&id)).then(|| cols.get(6).and_then(|n| n.parse().ok()))
+        });
+        match attached {
+            None => Ok(Some(0)),
+            Some(Some(n)) => Ok(Some(n)),
+            Some(None) => Err(format!("unreadable /proc/sysvipc/shm row for {id}")),
+        }
     }
 
     /// A direct connection to the embedded cluster (while it runs).

@@ -226,6 +226,10 @@ pub struct IsmgStats {
     pub reports_sent: u64,
     /// Reports waiting: scheduled, or waiting for a logged-in connection.
     pub reports_pending: u64,
+    /// Of `reports_pending`, those past their due time that no connection could take yet
+    /// (none of the account's was logged in, or their queues were full), and those put
+    /// back when their connection closed.
+    pub reports_waiting: u64,
     /// Reports queued again because their connection closed before DELIVER_RESP.
     pub reports_requeued: u64,
     /// Reports dropped because the waiting queue was full or encoding failed.

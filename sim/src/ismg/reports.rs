@@ -102,6 +102,11 @@ impl Reports {
         lock(&self.queues).len()
     }
 
+    /// Reports past their due time waiting for a connection to take them.
+    pub fn waiting(&self) -> usize {
+        lock(&self.queues).waiting_len
+    }
+
     /// Schedules a report for `due`. Returns whether an older report was dropped for it.
     pub fn schedule(&self, due: Instant, report: PendingReport) -> bool {
         let (dropped, was_empty) = {

@@ -507,6 +507,7 @@ impl Ismg {
             stalled: c.stalled.get(),
             reports_sent: c.reports_sent.get(),
             reports_pending: self.reports.len() as u64,
+            reports_waiting: self.reports.waiting() as u64,
             reports_requeued: c.reports_requeued.get(),
             reports_dropped: c.reports_dropped.get(),
             deliver_resps: c.deliver_resps.get(),

@@ -2,7 +2,6 @@
 //! connection and waiting for a login.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncReadExt;
@@ -136,7 +135,10 @@ async fn report_goes_to_another_connection_or_waits_for_a_login() {
     })
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Once due, the report was offered, found no connection and waits.
+    s.wait_for(WAIT, |st| st.reports_waiting == 1)
+        .await
+        .unwrap();
     assert_eq!(s.stats().reports_sent, 0, "nobody to send it to");
 
     // It goes out on the next login of the account, in that connection's version.

@@ -59,13 +59,16 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    for _ in 0..250 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
         if let Some(v) = f().await {
             return v;
         }
+        if tokio::time::Instant::now() >= deadline {
+            panic!("condition not reached within 5 s");
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("condition not reached within 5 s");
 }
 
 /// One request a simulator pushed to us.
