@@ -239,8 +239,7 @@ impl ChannelSender {
         let now = Instant::now();
         let at = Utc::now();
         self.in_flight_targets -= entries.len();
-        let ids: Vec<i64> = entries.iter().map(|e| e.delivery.delivery_id).collect();
-        let attempts_in_order = in_target_order(&ids, results);
+        let attempts_in_order = in_target_order(&entries, |e| e.delivery.delivery_id, results);
         let mut changes = Vec::with_capacity(entries.len());
         let mut tally = Tally::default();
         let mut throttled: Option<Duration> = None;

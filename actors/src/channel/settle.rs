@@ -89,14 +89,18 @@ pub fn settle(attempt: Option<Attempt>, attempts: i16, max_attempts: i16) -> Set
 
 /// Providers answer in the order of the batch's targets; anything else is matched by
 /// delivery id. One result (or `None`) per target, in the targets' order.
-pub fn in_target_order(targets: &[i64], results: Vec<(i64, Attempt)>) -> Vec<Option<Attempt>> {
+pub fn in_target_order<T>(
+    targets: &[T],
+    id: impl Fn(&T) -> i64,
+    results: Vec<(i64, Attempt)>,
+) -> Vec<Option<Attempt>> {
     let in_order =
-        results.len() == targets.len() && results.iter().zip(targets).all(|(r, id)| r.0 == *id);
+        results.len() == targets.len() && results.iter().zip(targets).all(|(r, t)| r.0 == id(t));
     if in_order {
         return results.into_iter().map(|(_, a)| Some(a)).collect();
     }
     let mut by_id: std::collections::HashMap<i64, Attempt> = results.into_iter().collect();
-    targets.iter().map(|id| by_id.remove(id)).collect()
+    targets.iter().map(|t| by_id.remove(&id(t))).collect()
 }
 
 #[cfg(test)]
@@ -182,12 +186,12 @@ mod tests {
     #[test]
     fn results_are_matched_to_targets_in_any_order() {
         let ok = || Attempt::delivered(None);
-        let got = in_target_order(&[1, 2, 3], vec![(3, ok()), (1, ok())]);
+        let got = in_target_order(&[1, 2, 3], |id| *id, vec![(3, ok()), (1, ok())]);
         assert_eq!(
             got.iter().map(Option::is_some).collect::<Vec<_>>(),
             vec![true, false, true]
         );
-        let got = in_target_order(&[1, 2], vec![(1, ok()), (2, ok())]);
+        let got = in_target_order(&[1, 2], |id| *id, vec![(1, ok()), (2, ok())]);
         assert!(got.iter().all(Option::is_some));
     }
 }
