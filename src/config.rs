@@ -14,6 +14,7 @@ use umsd_actors::channel::config::{ChannelConfig, ChannelRow};
 use umsd_actors::domain::app::is_valid_app_key;
 use umsd_actors::domain::{ChannelCode, ChannelType};
 use umsd_actors::ingest::IngestConfig;
+use umsd_actors::planner::backlog::Bounds;
 use umsd_actors::store::directory::{AppSpec, ChannelSpec};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -174,6 +175,12 @@ pub struct IngestSection {
     pub commit_concurrency: usize,
     /// Requests queued for the ingest actor (its mailbox); beyond it sends get 503.
     pub queue_capacity: usize,
+    /// Most due messages waiting to be planned; at this many, sends get 503 (high
+    /// priority: twice as many); 0 = no bound.
+    pub max_unplanned: u64,
+    /// Seconds the oldest due message may wait to be planned before sends get 503 (high
+    /// priority: twice as long); 0 = no bound.
+    pub max_planning_lag_s: u64,
 }
 
 impl Default for IngestSection {
@@ -185,6 +192,8 @@ impl Default for IngestSection {
             max_pending: d.max_pending,
             commit_concurrency: d.commit_concurrency,
             queue_capacity: d.mailbox,
+            max_unplanned: d.planning.max_unplanned,
+            max_planning_lag_s: d.planning.max_lag.as_secs(),
         }
     }
 }
@@ -416,6 +425,10 @@ impl Config {
             commit_concurrency: self.ingest.commit_concurrency,
             mailbox: self.ingest.queue_capacity,
             node_id: self.node_id,
+            planning: Bounds {
+                max_unplanned: self.ingest.max_unplanned,
+                max_lag: Duration::from_secs(self.ingest.max_planning_lag_s),
+            },
         }
     }
 

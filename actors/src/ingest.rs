@@ -5,7 +5,8 @@
 //! Bounded: the mailbox has a fixed capacity (the front door uses `try_send` and answers
 //! 503 when it is full), and the messages buffered or committing are capped by
 //! `max_pending`. It never answers before COMMIT returns, and never drops a request
-//! without answering it.
+//! without answering it. While planning is behind its configured bounds (see
+//! `planner/backlog.rs`), new sends are refused with the reason, not accepted to wait.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use crate::domain::ids::IdGenerator;
 use crate::domain::send::NewMessage;
 use crate::domain::MessagePk;
 use crate::metrics as m;
+use crate::planner::backlog::{admit, Admission, Behind, Bounds, PlanBacklog};
 use crate::store::ingest::{Assigned, GroupRequest, RequestResult};
 use crate::store::{Store, StoreError};
 
@@ -34,6 +36,8 @@ pub struct IngestConfig {
     /// Mailbox capacity (requests waiting to be taken into a batch).
     pub mailbox: usize,
     pub node_id: u8,
+    /// How far planning may fall behind before sends are refused (503).
+    pub planning: Bounds,
 }
 
 impl Default for IngestConfig {
@@ -45,6 +49,7 @@ impl Default for IngestConfig {
             commit_concurrency: 2,
             mailbox: 4096,
             node_id: 0,
+            planning: Bounds::default(),
         }
     }
 }
@@ -53,6 +58,12 @@ impl Default for IngestConfig {
 pub enum IngestError {
     #[error("the ingest queue is full")]
     Overloaded,
+    /// Planning is behind its bound: the message would not go out in reasonable time.
+    #[error("planning is behind: {behind}")]
+    Behind {
+        behind: Behind,
+        retry_after: Duration,
+    },
     /// The group commit failed; every request of the group is told the same cause.
     #[error("the database is unavailable")]
     Unavailable(#[source] Arc<StoreError>),
@@ -106,12 +117,20 @@ pub struct Ingest {
     drain_waiters: Vec<oneshot::Sender<()>>,
     /// Woken after each commit so the planner picks the new messages up at once.
     wake_planner: Option<Arc<tokio::sync::Notify>>,
+    /// How far planning is behind: read to admit sends, added to on each commit.
+    backlog: Arc<PlanBacklog>,
 }
 
 impl Ingest {
-    /// Wakes `planner` after every successful commit.
-    pub fn with_planner_wake(mut self, planner: Arc<tokio::sync::Notify>) -> Self {
+    /// Wakes `planner` after every successful commit, and admits sends by the planner's
+    /// `backlog` (told of every commit).
+    pub fn with_planner(
+        mut self,
+        planner: Arc<tokio::sync::Notify>,
+        backlog: Arc<PlanBacklog>,
+    ) -> Self {
         self.wake_planner = Some(planner);
+        self.backlog = backlog;
         self
     }
 
@@ -128,6 +147,7 @@ impl Ingest {
             timer: None,
             drain_waiters: Vec::new(),
             wake_planner: None,
+            backlog: Arc::default(),
         }
     }
 
@@ -241,12 +261,17 @@ impl Ingest {
                 // Counted per batch, not per message: one registry lookup per label set.
                 let mut accepted: HashMap<(&str, &'static str), u64> = HashMap::new();
                 let mut replayed: HashMap<&str, u64> = HashMap::new();
+                let now = chrono::Utc::now();
+                let mut due = 0;
                 for ((w, r), req) in group.iter().zip(&results).zip(requests) {
                     if let RequestResult::Stored(list) = r {
                         for (a, msg) in list.iter().zip(&req.messages) {
                             if a.replay {
                                 *replayed.entry(&w.app_key).or_default() += 1;
                             } else {
+                                if msg.message.send_at.is_none_or(|t| t <= now) {
+                                    due += 1;
+                                }
                                 *accepted
                                     .entry((&w.app_key, msg.message.priority.as_str()))
                                     .or_default() += 1;
@@ -254,6 +279,7 @@ impl Ingest {
                         }
                     }
                 }
+                self.backlog.added(due, now);
                 for ((app, priority), n) in accepted {
                     metrics::counter!(m::MESSAGES_ACCEPTED_TOTAL,
                         "app" => app.to_owned(), "priority" => priority)
@@ -317,6 +343,29 @@ impl Handler<Submit> for Ingest {
         }
         if self.pending + n > self.config.max_pending {
             let _ = msg.reply.send(Err(IngestError::Overloaded));
+            return;
+        }
+        // A batch is held to the bound of its lowest priority.
+        let priority = msg
+            .messages
+            .iter()
+            .map(|m| m.priority)
+            .max_by_key(|p| p.as_i16())
+            .unwrap_or_default();
+        let lag = self.backlog.lag(chrono::Utc::now());
+        if let Admission::Refuse {
+            behind,
+            retry_after,
+        } = admit(
+            self.backlog.unplanned(),
+            lag,
+            self.config.planning,
+            priority,
+        ) {
+            let _ = msg.reply.send(Err(IngestError::Behind {
+                behind,
+                retry_after,
+            }));
             return;
         }
         let messages = msg

@@ -40,6 +40,14 @@ pub const PLANNER_MESSAGES_TOTAL: &str = "umsd_planner_messages_total";
 pub const PLANNER_TARGETS_TOTAL: &str = "umsd_planner_targets_total";
 /// Histogram: time from a message's acceptance to its (first page's) planning.
 pub const PLANNER_LAG_SECONDS: &str = "umsd_planner_lag_seconds";
+/// Gauge: due messages not planned yet (`message_queue`, counted every second).
+pub const PLANNER_BACKLOG: &str = "umsd_planner_backlog";
+/// Gauge: how long the oldest due, unplanned message has waited, in seconds.
+pub const PLANNER_OLDEST_SECONDS: &str = "umsd_planner_oldest_seconds";
+/// Histogram: duration of one planning pass (read, resolve, one transaction).
+pub const PLANNER_PASS_SECONDS: &str = "umsd_planner_pass_seconds";
+/// Histogram: messages (or pages of paged audiences) planned per pass.
+pub const PLANNER_PASS_MESSAGES: &str = "umsd_planner_pass_messages";
 /// Gauge: deliveries held in memory by a channel sender, by `channel` and `priority`.
 pub const CHANNEL_QUEUE_DEPTH: &str = "umsd_channel_queue_depth";
 /// Gauge: provider requests in flight, by `channel`.
@@ -123,6 +131,8 @@ pub const HISTOGRAMS: &[(&str, &[f64])] = &[
     (INGEST_COMMIT_DURATION_SECONDS, LATENCY_BUCKETS),
     (INGEST_WAIT_SECONDS, LATENCY_BUCKETS),
     (PLANNER_LAG_SECONDS, LATENCY_BUCKETS),
+    (PLANNER_PASS_SECONDS, LATENCY_BUCKETS),
+    (PLANNER_PASS_MESSAGES, BATCH_BUCKETS),
     (CHANNEL_RATE_WAIT_SECONDS, LATENCY_BUCKETS),
     (PROVIDER_REQUEST_DURATION_SECONDS, LATENCY_BUCKETS),
     (ACCEPT_TO_SUBMIT_SECONDS, LATENCY_BUCKETS),
@@ -187,6 +197,21 @@ pub fn describe() {
         PLANNER_LAG_SECONDS,
         Unit::Seconds,
         "Time from acceptance to planning"
+    );
+    describe_gauge!(PLANNER_BACKLOG, "Due messages not planned yet");
+    describe_gauge!(
+        PLANNER_OLDEST_SECONDS,
+        Unit::Seconds,
+        "How long the oldest due, unplanned message has waited"
+    );
+    describe_histogram!(
+        PLANNER_PASS_SECONDS,
+        Unit::Seconds,
+        "Duration of one planning pass (one transaction for many messages)"
+    );
+    describe_histogram!(
+        PLANNER_PASS_MESSAGES,
+        "Messages (or pages of large audiences) planned per pass"
     );
     describe_gauge!(
         CHANNEL_QUEUE_DEPTH,

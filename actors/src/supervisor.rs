@@ -51,6 +51,7 @@ use crate::directory::{ChannelEntry, Directory};
 use crate::domain::ids::IdGenerator;
 use crate::ingest::{Drain, Ingest, IngestConfig};
 use crate::metrics as m;
+use crate::planner::backlog::PlanBacklog;
 use crate::planner::Planner;
 use crate::providers::{self, context::ProviderContext};
 use crate::receipts::{FlushAll, Receipts};
@@ -265,14 +266,16 @@ impl Actor for Supervisor {
     fn started(&mut self, ctx: &mut Self::Context) {
         let node_id = self.config.ingest.node_id;
         let planner_wake = Arc::new(Notify::new());
+        let backlog = Arc::new(PlanBacklog::default());
 
         let arbiter = Arbiter::new();
         let store = self.store.clone();
         let ids = Arc::new(IdGenerator::new(node_id));
         let ingest_config = self.config.ingest.clone();
         let wake = planner_wake.clone();
+        let seen = backlog.clone();
         let ingest = actix::Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-            Ingest::new(store, ids, ingest_config).with_planner_wake(wake)
+            Ingest::new(store, ids, ingest_config).with_planner(wake, seen)
         });
         self.ingest = Some(ingest);
         self.arbiters.push(arbiter);
@@ -292,7 +295,16 @@ impl Actor for Supervisor {
         let delivery_ids = Arc::new(IdGenerator::new(node_id));
         self.planner = Some(actix::Supervisor::start_in_arbiter(
             &engine.handle(),
-            move |_| Planner::new(store, directory, delivery_ids, planner_wake, signals),
+            move |_| {
+                Planner::new(
+                    store,
+                    directory,
+                    delivery_ids,
+                    planner_wake,
+                    signals,
+                    backlog,
+                )
+            },
         ));
         let store = self.store.clone();
         AppCallbacks::start_in_arbiter(&engine.handle(), move |_| AppCallbacks::new(store));

@@ -26,6 +26,9 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("the ingest queue is full; retry later")]
     QueueFull,
+    /// Planning is past its bound: `message` says which, `retry_after` when to try again.
+    #[error("{message}; retry later")]
+    Behind { message: String, retry_after: u64 },
     /// The cause goes to the log, not to the caller.
     #[error("the database is unavailable; retry later")]
     Unavailable(#[source] Cause),
@@ -61,6 +64,7 @@ impl ApiError {
             ApiError::Conflict { .. } => "idempotency_conflict",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::QueueFull => "queue_full",
+            ApiError::Behind { .. } => "planning_behind",
             ApiError::Unavailable(_) => "database_unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -76,6 +80,7 @@ impl ApiError {
             ApiError::Conflict { .. } => "conflict",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::QueueFull => "queue_full",
+            ApiError::Behind { .. } => "planning_behind",
             ApiError::Unavailable(_) => "database_unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -100,7 +105,9 @@ impl ResponseError for ApiError {
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::QueueFull | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::QueueFull | ApiError::Behind { .. } | ApiError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -114,6 +121,9 @@ impl ResponseError for ApiError {
         match self {
             ApiError::QueueFull => {
                 res.insert_header((header::RETRY_AFTER, HeaderValue::from_static("1")));
+            }
+            ApiError::Behind { retry_after, .. } => {
+                res.insert_header((header::RETRY_AFTER, HeaderValue::from(*retry_after)));
             }
             ApiError::Unavailable(_) => {
                 res.insert_header((header::RETRY_AFTER, HeaderValue::from_static("5")));

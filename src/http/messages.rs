@@ -155,6 +155,13 @@ async fn submit(
     match rx.await {
         Ok(Ok(result)) => Ok(result),
         Ok(Err(IngestError::Overloaded)) => Err(ApiError::QueueFull),
+        Ok(Err(IngestError::Behind {
+            behind,
+            retry_after,
+        })) => Err(ApiError::Behind {
+            message: behind.to_string(),
+            retry_after: retry_after.as_secs().max(1),
+        }),
         Ok(Err(e @ (IngestError::Unavailable(_) | IngestError::Restarted))) => {
             Err(ApiError::Unavailable(Box::new(e)))
         }

@@ -140,3 +140,98 @@ async fn an_unreachable_database_answers_503_and_recovers() {
         0
     );
 }
+
+#[actix_web::test]
+async fn sends_are_refused_while_planning_is_behind_and_accepted_once_it_catches_up() {
+    // At most 5 unplanned messages (10 for high priority). A lock held by another session
+    // stalls the planner's write of deliveries; sends, which write other tables, go on
+    // being accepted until the backlog passes the bound.
+    let app = TestApp::spawn_with(|c| {
+        c.ingest.max_unplanned = 5;
+        c.ingest.max_planning_lag_s = 0;
+    })
+    .await;
+    let mut blocker = app.db().await;
+    let lock = blocker.transaction().await.unwrap();
+    lock.batch_execute("LOCK TABLE deliveries IN EXCLUSIVE MODE")
+        .await
+        .unwrap();
+
+    let mut accepted = 0;
+    let refused = loop {
+        let res = app
+            .http
+            .post(app.url("/v1/messages"))
+            .basic_auth("demo", Some("demo-secret"))
+            .json(&inbox_message(Some(&format!("b-{accepted}")), "u1"))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == StatusCode::ACCEPTED {
+            accepted += 1;
+            assert!(accepted <= 5, "more accepted than the bound");
+            continue;
+        }
+        break res;
+    };
+    assert_eq!(accepted, 5);
+    assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body = refused.json::<serde_json::Value>().await.unwrap();
+    assert_eq!(error_of(&body).0, "planning_behind");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("waiting to be planned")),
+        "{body}"
+    );
+    assert_eq!(app.stored().await, 5, "a refused send wrote nothing");
+
+    // High priority is held to twice the bound.
+    let mut urgent = inbox_message(Some("urgent-1"), "u1");
+    urgent["priority"] = serde_json::json!("high");
+    let (status, _) = app.send(&urgent).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    // The gauge shows the backlog once it is counted (every second).
+    let metrics = super::eventually(5, "the backlog gauge", || async {
+        let m = app.metrics().await;
+        let n = m
+            .lines()
+            .find_map(|l| l.strip_prefix("umsd_planner_backlog "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if n >= 6.0 {
+            Ok(m)
+        } else {
+            Err(n)
+        }
+    })
+    .await;
+    assert!(metrics.contains("umsd_planner_oldest_seconds"));
+
+    // Once the planner can write again it catches up and sends are accepted again.
+    lock.rollback().await.unwrap();
+    app.wait_count("SELECT count(*) FROM message_queue", 10, |n| n == 0)
+        .await;
+    let (status, _) = super::eventually(5, "a send to be accepted again", || async {
+        let (status, body) = app.send(&inbox_message(None, "u1")).await;
+        if status == StatusCode::ACCEPTED {
+            Ok((status, body))
+        } else {
+            Err(status)
+        }
+    })
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    // Every accepted message is planned once.
+    app.wait_count("SELECT count(*) FROM deliveries", 10, |n| n == 7)
+        .await;
+    assert_eq!(app.stored().await, 7);
+}

@@ -6,6 +6,7 @@
 mod crash;
 mod demo;
 mod embedded;
+mod planning;
 mod recovery;
 
 use std::fmt::Display;

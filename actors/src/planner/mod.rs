@@ -4,14 +4,22 @@
 //! user ids, tags, a segment, a broadcast, or direct addresses — resolves each user's
 //! address on each channel through their bindings (the narrowest scope that matches wins:
 //! `channel:<code>`, then `app`, then `all`), and writes one delivery per (target, channel)
-//! in one transaction with the queue rows the channel senders pull. Targets that cannot be
-//! sent are written too, with the reason, so the funnel can show where they were lost:
-//! `unknown_user`, `user_disabled`, `channel_disabled` (not effective) and `no_address`
-//! (effective, but nothing to send to).
+//! with the queue rows the channel senders pull. Targets that cannot be sent are written
+//! too, with the reason, so the funnel can show where they were lost: `unknown_user`,
+//! `user_disabled`, `channel_disabled` (not effective) and `no_address` (effective, but
+//! nothing to send to).
 //!
-//! Large audiences are planned a page of users at a time, each page its own transaction,
-//! with the progress saved in the queue row, so a restart resumes where it stopped and a
-//! broadcast never holds more than one page in memory. It never sends anything itself.
+//! It plans in passes, each one transaction for many messages (`batch.rs` decides which):
+//! one read of the due messages, one query for all the users they name with their
+//! bindings, one COPY of all their deliveries, and set-based updates of the dispatch
+//! queue, the messages and `message_queue`. Large audiences are planned a page of users
+//! per pass, with the progress saved in the queue row, so a restart resumes where it
+//! stopped and a broadcast never holds more than one page in memory. A crash in a pass
+//! loses nothing and doubles nothing: before COMMIT every message of the pass is still
+//! queued, after it none is. It never sends anything itself.
+//!
+//! It also measures how far planning is behind (`backlog.rs`), which the ingest uses to
+//! refuse work it could not deliver in reasonable time.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -24,19 +32,33 @@ use tokio::sync::Notify;
 use crate::channel::signals::WorkSignals;
 use crate::directory::Directory;
 use crate::domain::ids::IdGenerator;
-use crate::domain::send::SendRequest;
-use crate::domain::{ChannelCode, DeliveryState, MessagePk};
+use crate::domain::send::Audience;
+use crate::domain::{ChannelCode, DeliveryState, MessagePk, Priority};
 use crate::metrics as m;
 
+pub mod backlog;
+mod batch;
+mod expand;
 mod targets;
 
-use crate::store::plan::{NewDelivery, PlanJob, ResolvedUser};
+use crate::store::plan::{NewDelivery, PlanJob, PlannedMessage, PlannedPage, ResolvedUser};
 use crate::store::{Store, StoreError};
+use backlog::PlanBacklog;
+use batch::{Limits, Shape};
 pub use targets::address_for;
-use targets::{resolve_channels, with_unknown, PlanChannel};
+use targets::{resolve_channels, with_unknown};
 
-/// Users planned per transaction for paged audiences (tags, segments, broadcast).
+/// Users planned per page for paged audiences (tags, segments, broadcast).
 pub const PAGE_USERS: usize = 1000;
+/// Due messages read per pass.
+const PASS_MESSAGES: i64 = 2000;
+/// What one pass plans at most: deliveries of listed audiences, and pages.
+const PASS_LIMITS: Limits = Limits {
+    deliveries: 5000,
+    pages: 4,
+};
+/// How often the backlog is counted in the database.
+const BACKLOG_EVERY: Duration = Duration::from_secs(1);
 
 /// Plans the messages that are due. The ingest's nudge and a once-a-second look (for
 /// scheduled messages, which fall due without one) send it; a pass that planned something
@@ -96,6 +118,7 @@ impl Planner {
         ids: Arc<IdGenerator>,
         wake: Arc<Notify>,
         signals: Arc<WorkSignals>,
+        backlog: Arc<PlanBacklog>,
     ) -> Self {
         Self {
             work: Arc::new(Work {
@@ -103,6 +126,7 @@ impl Planner {
                 directory,
                 ids,
                 signals,
+                backlog,
             }),
             wake,
             busy: false,
@@ -129,6 +153,23 @@ impl Actor for Planner {
             .into_actor(self),
         );
         ctx.notify(PlanDue);
+        ctx.run_interval(BACKLOG_EVERY, |act, ctx| {
+            let work = act.work.clone();
+            ctx.spawn(
+                async move {
+                    match work.store.plan_backlog().await {
+                        Ok((n, oldest)) => {
+                            work.backlog.set(n, oldest);
+                            metrics::gauge!(m::PLANNER_BACKLOG).set(n as f64);
+                            metrics::gauge!(m::PLANNER_OLDEST_SECONDS)
+                                .set(work.backlog.lag(Utc::now()).as_secs_f64());
+                        }
+                        Err(e) => tracing::debug!(error = %e, "cannot count the planner's backlog"),
+                    }
+                }
+                .into_actor(act),
+            );
+        });
     }
 }
 
@@ -181,98 +222,190 @@ struct Work {
     directory: Arc<Directory>,
     ids: Arc<IdGenerator>,
     signals: Arc<WorkSignals>,
+    backlog: Arc<PlanBacklog>,
 }
 
-impl Work {
-    /// Plans one page of each due message; returns how many messages it touched.
-    async fn pass(&self) -> Result<usize, StoreError> {
-        let jobs = self.store.next_plan_jobs(64).await?;
-        let n = jobs.len();
-        for job in jobs {
-            self.plan(job).await?;
-        }
-        Ok(n)
-    }
+/// The part of a stored request the planner reads: its audience.
+#[derive(serde::Deserialize)]
+struct Stored {
+    audience: Audience,
+}
 
-    async fn plan(&self, job: PlanJob) -> Result<(), StoreError> {
-        let snapshot = self.directory.snapshot();
-        let request: SendRequest = match serde_json::from_str(&job.request) {
-            Ok(r) => r,
+/// A due message with its audience read.
+struct Due {
+    job: PlanJob,
+    audience: Option<Audience>,
+}
+
+impl Due {
+    fn read(job: PlanJob) -> Self {
+        let audience = match serde_json::from_str::<Stored>(&job.request) {
+            Ok(s) => Some(s.audience),
             Err(e) => {
                 // Cannot happen for a request this build validated; an older build's
                 // request that no longer parses is dropped rather than retried forever.
                 tracing::error!(id = %job.id, error = %e, "stored request does not parse");
-                return self.store.write_plan(&job, &[], None).await;
+                None
             }
         };
-        let channels = resolve_channels(&snapshot, job.app_id, &job.channels);
-        let mut out = Vec::new();
-        let mut next = None;
-        let audience = &request.audience;
-        if let Some(addresses) = &audience.addresses {
-            for (code, list) in addresses {
-                let Some(ch) = channels.iter().find(|c| &c.code == code) else {
-                    continue;
-                };
-                for addr in list {
-                    out.push(self.delivery(ch, None, Some(addr.clone())));
-                }
-            }
-        } else {
-            let users = if let Some(ids) = &audience.user_ids {
-                let found = self.store.resolve_users(job.app_id, ids).await?;
-                with_unknown(ids, found)
-            } else if let Some(segment) = &audience.segment {
-                let members = self
-                    .store
-                    .segment_members(job.app_id, segment)
-                    .await?
-                    .unwrap_or_default();
-                let after = job.cursor.clone().unwrap_or_default();
-                let page: Vec<String> = members
-                    .into_iter()
-                    .filter(|u| *u > after)
-                    .take(PAGE_USERS)
-                    .collect();
-                if page.len() == PAGE_USERS {
-                    next = page.last().cloned();
-                }
-                let found = self.store.resolve_users(job.app_id, &page).await?;
-                with_unknown(&page, found)
-            } else {
-                let (any, all) = match &audience.tags {
-                    Some(t) => (t.any.as_deref(), t.all.as_deref()),
-                    None => (None, None),
-                };
-                let after = job.cursor.clone().unwrap_or_default();
-                let page = self
-                    .store
-                    .page_users(job.app_id, any, all, &after, PAGE_USERS as i64)
-                    .await?;
-                if page.len() == PAGE_USERS {
-                    next = page.last().map(|u| u.user_id.clone());
-                }
-                page.into_iter()
-                    .map(|u| (u.user_id.clone(), Some(u)))
-                    .collect()
-            };
-            for (user_id, user) in users {
-                for ch in &channels {
-                    out.push(self.user_delivery(ch, &user_id, user.as_ref()));
-                }
-            }
-        }
-        self.store.write_plan(&job, &out, next.as_deref()).await?;
+        Self { job, audience }
+    }
 
-        self.counted(&out);
-        if job.cursor.is_none() {
-            metrics::counter!(m::PLANNER_MESSAGES_TOTAL, "priority" => job.priority.as_str())
-                .increment(1);
-            let lag = Utc::now() - job.id.created_at();
-            metrics::histogram!(m::PLANNER_LAG_SECONDS)
-                .record(lag.num_microseconds().unwrap_or(0) as f64 / 1e6);
+    fn shape(&self) -> Shape {
+        let channels = self.job.channels.len();
+        match &self.audience {
+            None => Shape::Unreadable,
+            Some(a) => match (&a.addresses, &a.user_ids) {
+                (Some(addresses), _) => Shape::Listed {
+                    deliveries: addresses.values().map(Vec::len).sum(),
+                },
+                (None, Some(ids)) => Shape::Listed {
+                    deliveries: ids.len() * channels,
+                },
+                (None, None) => Shape::Paged,
+            },
         }
-        Ok(())
+    }
+}
+
+impl Work {
+    /// Plans the due messages one pass takes (see [`batch::pick`]) in one transaction;
+    /// returns how many it planned (or cleared).
+    async fn pass(&self) -> Result<usize, StoreError> {
+        let started = std::time::Instant::now();
+        let jobs = self.store.next_plan_jobs(PASS_MESSAGES).await?;
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        let mut due: Vec<Option<Due>> = jobs.into_iter().map(|j| Some(Due::read(j))).collect();
+        let shapes: Vec<Shape> = due.iter().flatten().map(Due::shape).collect();
+        let picked: Vec<Due> = batch::pick(&shapes, PASS_LIMITS)
+            .into_iter()
+            .filter_map(|i| due[i].take())
+            .collect();
+
+        // Every listed user of the pass, in one query.
+        let keys: Vec<(i32, String)> = picked
+            .iter()
+            .filter_map(|d| {
+                let a = d.audience.as_ref()?;
+                if a.addresses.is_some() {
+                    return None;
+                }
+                Some((d.job.app_id, a.user_ids.as_ref()?))
+            })
+            .flat_map(|(app, ids)| ids.iter().map(move |id| (app, id.clone())))
+            .collect();
+        let found = self.store.resolve_users(&keys).await?;
+
+        let snapshot = self.directory.snapshot();
+        let mut pages = Vec::with_capacity(picked.len());
+        for d in picked {
+            let Due { job, audience } = d;
+            let message = PlannedMessage {
+                id: job.id,
+                app_id: job.app_id,
+                priority: job.priority,
+            };
+            let mut page = PlannedPage {
+                message,
+                deliveries: Vec::new(),
+                next: None,
+                first: job.cursor.is_none(),
+            };
+            let Some(audience) = audience else {
+                pages.push(page);
+                continue;
+            };
+            let channels = resolve_channels(&snapshot, job.app_id, &job.channels);
+            if let Some(addresses) = &audience.addresses {
+                page.deliveries = expand::to_addresses(&self.ids, &channels, addresses);
+            } else if let Some(ids) = &audience.user_ids {
+                let users =
+                    with_unknown(ids, |id| found.get(&(job.app_id, id.to_owned())).cloned());
+                expand::to_users(&self.ids, &channels, &users, &mut page.deliveries);
+            } else {
+                let (users, next) = self.page(&job, &audience).await?;
+                expand::to_users(&self.ids, &channels, &users, &mut page.deliveries);
+                page.next = next;
+            }
+            pages.push(page);
+        }
+        self.store.write_plans(&pages).await?;
+
+        let deliveries = self.counted(pages.iter().flat_map(|p| p.deliveries.iter()));
+        let now = Utc::now();
+        let lag = metrics::histogram!(m::PLANNER_LAG_SECONDS);
+        let mut by_priority = [0u64; 3];
+        for p in pages.iter().filter(|p| p.first) {
+            by_priority[p.message.priority.as_i16().clamp(0, 2) as usize] += 1;
+            let waited = now - p.message.id.created_at();
+            lag.record(waited.num_microseconds().unwrap_or(0) as f64 / 1e6);
+        }
+        for priority in [Priority::High, Priority::Normal, Priority::Low] {
+            let n = by_priority[priority.as_i16().clamp(0, 2) as usize];
+            if n > 0 {
+                metrics::counter!(m::PLANNER_MESSAGES_TOTAL, "priority" => priority.as_str())
+                    .increment(n);
+            }
+        }
+        self.backlog
+            .planned(pages.iter().filter(|p| p.next.is_none()).count());
+        metrics::histogram!(m::PLANNER_PASS_SECONDS).record(started.elapsed().as_secs_f64());
+        metrics::histogram!(m::PLANNER_PASS_MESSAGES).record(pages.len() as f64);
+        tracing::trace!(
+            messages = pages.len(),
+            deliveries,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "planning pass"
+        );
+        Ok(pages.len())
+    }
+
+    /// The next page of a paged audience (tags, a segment, everyone) after the message's
+    /// cursor, and the cursor to resume from when the page was full.
+    async fn page(
+        &self,
+        job: &PlanJob,
+        audience: &Audience,
+    ) -> Result<(Vec<(String, Option<ResolvedUser>)>, Option<String>), StoreError> {
+        let after = job.cursor.clone().unwrap_or_default();
+        if let Some(segment) = &audience.segment {
+            let members = self
+                .store
+                .segment_members(job.app_id, segment)
+                .await?
+                .unwrap_or_default();
+            let page: Vec<String> = members
+                .into_iter()
+                .filter(|u| *u > after)
+                .take(PAGE_USERS)
+                .collect();
+            let next = (page.len() == PAGE_USERS)
+                .then(|| page.last().cloned())
+                .flatten();
+            let keys: Vec<(i32, String)> = page.iter().map(|u| (job.app_id, u.clone())).collect();
+            let found = self.store.resolve_users(&keys).await?;
+            let users = with_unknown(&page, |id| found.get(&(job.app_id, id.to_owned())).cloned());
+            return Ok((users, next));
+        }
+        let (any, all) = match &audience.tags {
+            Some(t) => (t.any.as_deref(), t.all.as_deref()),
+            None => (None, None),
+        };
+        let page = self
+            .store
+            .page_users(job.app_id, any, all, &after, PAGE_USERS as i64)
+            .await?;
+        let next = (page.len() == PAGE_USERS)
+            .then(|| page.last().map(|u| u.user_id.clone()))
+            .flatten();
+        Ok((
+            page.into_iter()
+                .map(|u| (u.user_id.clone(), Some(u)))
+                .collect(),
+            next,
+        ))
     }
 
     /// Plans more targets of a message on one channel (see [`PlanTargets`]).
@@ -287,15 +420,15 @@ impl Work {
             return Err(PlanError::UnknownChannel(t.channel));
         }
         let channels = resolve_channels(&snapshot, t.app_id, &[t.channel.to_string()]);
-        let found = self.store.resolve_users(t.app_id, &t.users).await?;
+        let keys: Vec<(i32, String)> = t.users.iter().map(|u| (t.app_id, u.clone())).collect();
+        let found = self.store.resolve_users(&keys).await?;
+        let users = with_unknown(&t.users, |id| {
+            found.get(&(t.app_id, id.to_owned())).cloned()
+        });
         let mut out = Vec::with_capacity(t.users.len());
-        for (user_id, user) in with_unknown(&t.users, found) {
-            for ch in &channels {
-                out.push(self.user_delivery(ch, &user_id, user.as_ref()));
-            }
-        }
+        expand::to_users(&self.ids, &channels, &users, &mut out);
         self.store.write_targets(&message, &out).await?;
-        self.counted(&out);
+        self.counted(out.iter());
         Ok(out
             .into_iter()
             .map(|d| PlannedTarget {
@@ -308,11 +441,13 @@ impl Work {
     }
 
     /// Wakes the senders of the channels that got queued deliveries, and counts the
-    /// targets per (channel, outcome), not per delivery.
-    fn counted(&self, out: &[NewDelivery]) {
+    /// targets per (channel, outcome), not per delivery; answers how many there were.
+    fn counted<'a>(&self, out: impl Iterator<Item = &'a NewDelivery>) -> usize {
         let mut counts: std::collections::HashMap<(&str, &'static str), u64> =
             std::collections::HashMap::new();
+        let mut total = 0;
         for d in out {
+            total += 1;
             let outcome = if d.state == DeliveryState::Queued {
                 "queued"
             } else {
@@ -331,55 +466,6 @@ impl Work {
                 "channel" => channel.to_owned(), "outcome" => outcome)
             .increment(n);
         }
-    }
-
-    fn delivery(
-        &self,
-        ch: &PlanChannel,
-        user_id: Option<String>,
-        addr: Option<String>,
-    ) -> NewDelivery {
-        let (state, reason) = if !ch.usable {
-            (DeliveryState::Filtered, Some("channel_disabled"))
-        } else {
-            (DeliveryState::Queued, None)
-        };
-        NewDelivery {
-            id: self.ids.next_id(),
-            channel_code: ch.code.clone(),
-            user_id,
-            address: addr,
-            state,
-            reason,
-        }
-    }
-
-    fn user_delivery(
-        &self,
-        ch: &PlanChannel,
-        user_id: &str,
-        user: Option<&ResolvedUser>,
-    ) -> NewDelivery {
-        let lost = |state, reason| NewDelivery {
-            id: self.ids.next_id(),
-            channel_code: ch.code.clone(),
-            user_id: Some(user_id.to_owned()),
-            address: None,
-            state,
-            reason: Some(reason),
-        };
-        let Some(user) = user else {
-            return lost(DeliveryState::Filtered, "unknown_user");
-        };
-        if !user.enabled {
-            return lost(DeliveryState::Filtered, "user_disabled");
-        }
-        if !ch.usable {
-            return lost(DeliveryState::Filtered, "channel_disabled");
-        }
-        match address_for(user, &ch.code, ch.channel_type) {
-            Some(addr) => self.delivery(ch, Some(user_id.to_owned()), Some(addr)),
-            None => lost(DeliveryState::Failed, "no_address"),
-        }
+        total
     }
 }

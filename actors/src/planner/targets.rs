@@ -1,7 +1,7 @@
 //! Who a message goes to on which channel: pure functions over the directory snapshot and
 //! the resolved users, tested by tables. The planner does the I/O around them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use crate::directory::Snapshot;
 use crate::domain::ChannelType;
@@ -36,17 +36,16 @@ pub fn resolve_channels(snapshot: &Snapshot, app_id: i32, codes: &[String]) -> V
         .collect()
 }
 
-/// Pairs every requested id with its user, `None` for ids that are not users.
+/// Pairs every requested id (once, in the order given) with its user, `None` for ids that
+/// are not users.
 pub fn with_unknown(
     ids: &[String],
-    found: Vec<ResolvedUser>,
+    find: impl Fn(&str) -> Option<ResolvedUser>,
 ) -> Vec<(String, Option<ResolvedUser>)> {
-    let mut by_id: HashMap<String, ResolvedUser> =
-        found.into_iter().map(|u| (u.user_id.clone(), u)).collect();
     let mut seen = HashSet::new();
     ids.iter()
         .filter(|id| seen.insert(id.as_str()))
-        .map(|id| (id.clone(), by_id.remove(id)))
+        .map(|id| (id.clone(), find(id)))
         .collect()
 }
 

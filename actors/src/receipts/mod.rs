@@ -169,21 +169,25 @@ impl Receipts {
         let report = !self.subscribers.is_empty();
         let work = async move {
             let result = write(&store, &changes, due, grace, &callback_apps, report).await;
-            let mut answers = Vec::with_capacity(ready.len());
-            if result.is_ok() {
-                for f in &ready {
-                    let f = &f.finish;
-                    match store
-                        .finish_dispatch(&f.channel, f.message_pk, f.pages)
-                        .await
-                    {
-                        Ok(done) => answers.push(done),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "cannot finish a dispatch row; will retry");
-                            answers.push(false);
-                        }
+            let mut answers = Vec::new();
+            if result.is_ok() && !ready.is_empty() {
+                let rows: Vec<(&str, MessagePk, i32)> = ready
+                    .iter()
+                    .map(|f| {
+                        (
+                            f.finish.channel.as_str(),
+                            f.finish.message_pk,
+                            f.finish.pages,
+                        )
+                    })
+                    .collect();
+                answers = match store.finish_dispatches(&rows).await {
+                    Ok(done) => done,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot finish dispatch rows; will retry");
+                        vec![false; ready.len()]
                     }
-                }
+                };
             }
             (changes, result, ready, answers)
         };

@@ -2,7 +2,7 @@
 //! (`dispatch_queue`), those deliveries in pages, the messages' stored requests (for
 //! their content), and the removal of a drained message's dispatch row.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
@@ -116,23 +116,37 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes a message's work row for a channel if no page was added since `pages`;
-    /// answers whether it was removed.
-    pub async fn finish_dispatch(
+    /// Removes messages' work rows, each (channel, message) only if no page was added
+    /// since `pages`, in one statement; answers, in order, whether each was removed.
+    pub async fn finish_dispatches(
         &self,
-        channel_code: &str,
-        message_pk: MessagePk,
-        pages: i32,
-    ) -> Result<bool, StoreError> {
+        rows: &[(&str, MessagePk, i32)],
+    ) -> Result<Vec<bool>, StoreError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
         let client = self.client().await?;
-        let n = client
-            .execute(
-                "DELETE FROM dispatch_queue
-                 WHERE channel_code = $1 AND message_pk = $2 AND pages = $3",
-                &[&channel_code, &message_pk, &pages],
+        let codes: Vec<&str> = rows.iter().map(|r| r.0).collect();
+        let pks: Vec<MessagePk> = rows.iter().map(|r| r.1).collect();
+        let pages: Vec<i32> = rows.iter().map(|r| r.2).collect();
+        let stmt = client
+            .prepare_cached(
+                "DELETE FROM dispatch_queue q
+                 USING unnest($1::text[], $2::int8[], $3::int4[]) AS k(code, pk, pages)
+                 WHERE q.channel_code = k.code AND q.message_pk = k.pk AND q.pages = k.pages
+                 RETURNING q.channel_code, q.message_pk",
             )
             .await?;
-        Ok(n > 0)
+        let removed: HashSet<(String, MessagePk)> = client
+            .query(&stmt, &[&codes, &pks, &pages])
+            .await?
+            .into_iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        Ok(rows
+            .iter()
+            .map(|r| removed.contains(&(r.0.to_owned(), r.1)))
+            .collect())
     }
 
     /// The stored requests of messages, by (app id, message id).

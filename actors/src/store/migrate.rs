@@ -24,6 +24,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../../migrations/0005_callbacks.sql"),
     ),
     (6, "sent", include_str!("../../../migrations/0006_sent.sql")),
+    (
+        7,
+        "queues",
+        include_str!("../../../migrations/0007_queues.sql"),
+    ),
 ];
 
 /// Arbitrary but fixed key for the advisory lock that serialises migrating nodes.

@@ -1,6 +1,7 @@
 //! What the planner reads and writes: due messages, their audiences (users with their
-//! bindings, tag pages, segment members), and each planned page — deliveries by binary
-//! COPY, the channels' dispatch rows, the message's progress — in one transaction.
+//! bindings, tag pages, segment members), and each planning pass — the deliveries of all
+//! its messages by one binary COPY, the channels' dispatch rows, the messages' status and
+//! the queue's progress set-based — in one transaction.
 
 use std::collections::HashMap;
 
@@ -66,13 +67,13 @@ impl Store {
     /// The next messages due for planning, high priority first.
     pub async fn next_plan_jobs(&self, limit: i64) -> Result<Vec<PlanJob>, StoreError> {
         let client = self.client().await?;
-        let queued = client
-            .query(
+        let stmt = client
+            .prepare_cached(
                 "SELECT id, app_id, priority, cursor FROM message_queue
                  WHERE not_before <= now() ORDER BY priority, id LIMIT $1",
-                &[&limit],
             )
             .await?;
+        let queued = client.query(&stmt, &[&limit]).await?;
         if queued.is_empty() {
             return Ok(Vec::new());
         }
@@ -92,6 +93,7 @@ impl Store {
             .map(|r| (r.get(0), (r.get(1), r.get(2))))
             .collect();
         let mut jobs = Vec::with_capacity(queued.len());
+        let mut missing = Vec::new();
         for q in queued {
             let id: MessagePk = q.get(0);
             let priority: i16 = q.get(2);
@@ -104,37 +106,54 @@ impl Store {
                     request,
                     cursor: q.get(3),
                 }),
-                None => {
-                    // The message's partition was dropped (retention) or the row is
-                    // missing: nothing can be planned; forget the queue row.
-                    tracing::warn!(%id, "queued message not found; dropping it from the queue");
-                    client
-                        .execute("DELETE FROM message_queue WHERE id = $1", &[&id])
-                        .await?;
-                }
+                None => missing.push(id),
             }
+        }
+        if !missing.is_empty() {
+            // The messages' partition was dropped (retention) or the rows are missing:
+            // nothing can be planned; forget their queue rows.
+            tracing::warn!(
+                n = missing.len(),
+                first = %missing[0],
+                "queued messages not found; dropping them from the queue"
+            );
+            client
+                .execute(
+                    "DELETE FROM message_queue WHERE id = ANY($1::int8[])",
+                    &[&missing],
+                )
+                .await?;
         }
         Ok(jobs)
     }
 
-    /// Users by id with their bindings; ids that are not users of the app are absent.
+    /// Users by (app, user id) with their bindings, for many messages at once; keys that
+    /// are not users are absent.
     pub async fn resolve_users(
         &self,
-        app_id: i32,
-        user_ids: &[String],
-    ) -> Result<Vec<ResolvedUser>, StoreError> {
+        keys: &[(i32, String)],
+    ) -> Result<HashMap<(i32, String), ResolvedUser>, StoreError> {
+        if keys.is_empty() {
+            return Ok(HashMap::new());
+        }
         let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT u.user_id, u.enabled, b.type, b.value, b.scope
-                 FROM users u LEFT JOIN bindings b
-                   ON b.app_id = u.app_id AND b.user_id = u.user_id
-                 WHERE u.app_id = $1 AND u.user_id = ANY($2)
-                 ORDER BY u.user_id",
-                &[&app_id, &user_ids],
+        let apps: Vec<i32> = keys.iter().map(|k| k.0).collect();
+        let ids: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
+        let stmt = client
+            .prepare_cached(
+                "SELECT u.app_id, u.user_id, u.enabled, b.type, b.value, b.scope
+                 FROM (SELECT DISTINCT app_id, user_id
+                       FROM unnest($1::int4[], $2::text[]) AS k(app_id, user_id)) k
+                 JOIN users u ON u.app_id = k.app_id AND u.user_id = k.user_id
+                 LEFT JOIN bindings b ON b.app_id = u.app_id AND b.user_id = u.user_id
+                 ORDER BY u.app_id, u.user_id",
             )
             .await?;
-        Ok(group_users(rows))
+        let rows = client.query(&stmt, &[&apps, &ids]).await?;
+        Ok(group_users(rows)
+            .into_iter()
+            .map(|(app, u)| ((app, u.user_id.clone()), u))
+            .collect())
     }
 
     /// One page of an app's users selected by tags (or all of them), in user id order
@@ -156,7 +175,7 @@ impl Store {
                      WHERE app_id = $1 AND user_id > $2
                        AND ($3::bool OR tags && $4) AND ($5::bool OR tags @> $6)
                      ORDER BY user_id LIMIT $7)
-                 SELECT p.user_id, p.enabled, b.type, b.value, b.scope
+                 SELECT $1::int4, p.user_id, p.enabled, b.type, b.value, b.scope
                  FROM page p LEFT JOIN bindings b ON b.app_id = $1 AND b.user_id = p.user_id
                  ORDER BY p.user_id",
                 &[
@@ -170,7 +189,7 @@ impl Store {
                 ],
             )
             .await?;
-        Ok(group_users(rows))
+        Ok(group_users(rows).into_iter().map(|(_, u)| u).collect())
     }
 
     /// The members of a segment, sorted (None if there is no such segment).
@@ -190,43 +209,63 @@ impl Store {
         Ok(row.map(|r| r.get(0)))
     }
 
-    /// Writes one planned page of a message in one transaction: its deliveries, the queue
-    /// rows of those that go out, the message's status, and the planning progress (`next`
-    /// = the cursor to resume from, or `None` when the message is fully planned).
-    pub async fn write_plan(
-        &self,
-        job: &PlanJob,
-        deliveries: &[NewDelivery],
-        next: Option<&str>,
-    ) -> Result<(), StoreError> {
+    /// Writes the pages of one planning pass in one transaction: every delivery by one
+    /// COPY, the channels' dispatch rows by one statement, the first-planned messages'
+    /// status and the queue's progress (cursors of paged messages, removal of the fully
+    /// planned) set-based. A crash before COMMIT leaves every message of the pass queued,
+    /// to be planned again; after it, none is.
+    pub async fn write_plans(&self, pages: &[PlannedPage]) -> Result<(), StoreError> {
+        if pages.is_empty() {
+            return Ok(());
+        }
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let message = PlannedMessage {
-            id: job.id,
-            app_id: job.app_id,
-            priority: job.priority,
-        };
-        copy_deliveries(&tx, &message, deliveries).await?;
-        queue_dispatch(&tx, &message, deliveries).await?;
-        tx.execute(
-            "UPDATE messages SET status = 2
-             WHERE app_id = $1 AND id = $2 AND created_at = $3 AND status IN (0, 1)",
-            &[&job.app_id, &job.id, &job.id.created_at()],
-        )
-        .await?;
-        match next {
-            Some(cursor) => {
-                tx.execute(
-                    "UPDATE message_queue SET cursor = $2 WHERE id = $1",
-                    &[&job.id, &cursor],
+        let groups: Vec<(&PlannedMessage, &[NewDelivery])> = pages
+            .iter()
+            .map(|p| (&p.message, p.deliveries.as_slice()))
+            .collect();
+        copy_deliveries(&tx, &groups).await?;
+        queue_dispatch(&tx, &groups).await?;
+        let first: Vec<&PlannedMessage> = pages
+            .iter()
+            .filter(|p| p.first)
+            .map(|p| &p.message)
+            .collect();
+        if !first.is_empty() {
+            let apps: Vec<i32> = first.iter().map(|m| m.app_id).collect();
+            let ids: Vec<MessagePk> = first.iter().map(|m| m.id).collect();
+            let times: Vec<DateTime<Utc>> = ids.iter().map(|id| id.created_at()).collect();
+            let stmt = tx
+                .prepare_cached(
+                    "UPDATE messages m SET status = 2
+                     FROM unnest($1::int4[], $2::int8[], $3::timestamptz[])
+                          AS k(app_id, id, created_at)
+                     WHERE m.app_id = k.app_id AND m.id = k.id
+                       AND m.created_at = k.created_at AND m.status IN (0, 1)",
                 )
-                .await?
-            }
-            None => {
-                tx.execute("DELETE FROM message_queue WHERE id = $1", &[&job.id])
-                    .await?
-            }
-        };
+                .await?;
+            tx.execute(&stmt, &[&apps, &ids, &times]).await?;
+        }
+        let (paged, done): (Vec<&PlannedPage>, Vec<&PlannedPage>) =
+            pages.iter().partition(|p| p.next.is_some());
+        if !paged.is_empty() {
+            let ids: Vec<MessagePk> = paged.iter().map(|p| p.message.id).collect();
+            let cursors: Vec<&str> = paged.iter().filter_map(|p| p.next.as_deref()).collect();
+            let stmt = tx
+                .prepare_cached(
+                    "UPDATE message_queue q SET cursor = k.cursor
+                     FROM unnest($1::int8[], $2::text[]) AS k(id, cursor) WHERE q.id = k.id",
+                )
+                .await?;
+            tx.execute(&stmt, &[&ids, &cursors]).await?;
+        }
+        if !done.is_empty() {
+            let ids: Vec<MessagePk> = done.iter().map(|p| p.message.id).collect();
+            let stmt = tx
+                .prepare_cached("DELETE FROM message_queue WHERE id = ANY($1::int8[])")
+                .await?;
+            tx.execute(&stmt, &[&ids]).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -240,10 +279,24 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        copy_deliveries(&tx, message, deliveries).await?;
-        queue_dispatch(&tx, message, deliveries).await?;
+        let groups = [(message, deliveries)];
+        copy_deliveries(&tx, &groups).await?;
+        queue_dispatch(&tx, &groups).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// How far planning is behind: due messages not yet planned, and when the oldest of
+    /// them fell due.
+    pub async fn plan_backlog(&self) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one(
+                "SELECT count(*), min(not_before) FROM message_queue WHERE not_before <= now()",
+                &[],
+            )
+            .await?;
+        Ok((row.get(0), row.get(1)))
     }
 
     /// A stored message's app-independent facts the planner needs for more targets.
@@ -275,98 +328,131 @@ pub struct PlannedMessage {
     pub priority: Priority,
 }
 
-/// The deliveries, by binary COPY.
+/// One planned page of a message: what a planning pass writes for it.
+#[derive(Debug, Clone)]
+pub struct PlannedPage {
+    pub message: PlannedMessage,
+    pub deliveries: Vec<NewDelivery>,
+    /// The cursor to resume from, or `None` when the message is fully planned.
+    pub next: Option<String>,
+    /// Its first page: the message's status moves to planned.
+    pub first: bool,
+}
+
+/// The deliveries of several messages, by one binary COPY.
 async fn copy_deliveries(
     tx: &deadpool_postgres::Transaction<'_>,
-    message: &PlannedMessage,
-    deliveries: &[NewDelivery],
+    groups: &[(&PlannedMessage, &[NewDelivery])],
 ) -> Result<(), StoreError> {
-    if deliveries.is_empty() {
+    if groups.iter().all(|(_, d)| d.is_empty()) {
         return Ok(());
     }
     let now = Utc::now();
     let stmt = tx.prepare_cached(COPY_DELIVERIES).await?;
     let writer = BinaryCopyInWriter::new(tx.copy_in(&stmt).await?, DELIVERY_TYPES);
     pin_mut!(writer);
-    for d in deliveries {
-        let created_at = id_time(d.id);
-        writer
-            .as_mut()
-            .write(&[
-                &d.id,
-                &message.id,
-                &message.app_id,
-                &d.channel_code,
-                &d.user_id,
-                &d.address,
-                &d.state.as_i16(),
-                &d.reason,
-                &created_at,
-                &now,
-            ])
-            .await?;
+    for (message, deliveries) in groups {
+        for d in deliveries.iter() {
+            let created_at = id_time(d.id);
+            writer
+                .as_mut()
+                .write(&[
+                    &d.id,
+                    &message.id,
+                    &message.app_id,
+                    &d.channel_code,
+                    &d.user_id,
+                    &d.address,
+                    &d.state.as_i16(),
+                    &d.reason,
+                    &created_at,
+                    &now,
+                ])
+                .await?;
+        }
     }
     writer.finish().await?;
     Ok(())
 }
 
-/// One work row per channel that got queued deliveries (a later page of the same message
-/// counts a page up, so a sender that found it drained looks again).
+/// One work row per (channel, message) that got queued deliveries, in one statement (a
+/// later page of the same message counts a page up, so a sender that found it drained
+/// looks again).
 async fn queue_dispatch(
     tx: &deadpool_postgres::Transaction<'_>,
-    message: &PlannedMessage,
-    deliveries: &[NewDelivery],
+    groups: &[(&PlannedMessage, &[NewDelivery])],
 ) -> Result<(), StoreError> {
-    let mut codes: Vec<&str> = deliveries
-        .iter()
-        .filter(|d| d.state == DeliveryState::Queued)
-        .map(|d| d.channel_code.as_str())
-        .collect();
-    codes.sort_unstable();
-    codes.dedup();
-    if codes.is_empty() {
+    let mut rows: Vec<(&str, MessagePk, i16, i32)> = Vec::new();
+    for (message, deliveries) in groups {
+        let start = rows.len();
+        for d in deliveries.iter() {
+            if d.state == DeliveryState::Queued {
+                rows.push((
+                    d.channel_code.as_str(),
+                    message.id,
+                    message.priority.as_i16(),
+                    message.app_id,
+                ));
+            }
+        }
+        // One row per channel of a message: a statement may not update a row twice.
+        rows[start..].sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let mut kept = start;
+        for i in start..rows.len() {
+            if kept == start || rows[kept - 1].0 != rows[i].0 {
+                rows[kept] = rows[i];
+                kept += 1;
+            }
+        }
+        rows.truncate(kept);
+    }
+    if rows.is_empty() {
         return Ok(());
     }
+    let codes: Vec<&str> = rows.iter().map(|r| r.0).collect();
+    let pks: Vec<MessagePk> = rows.iter().map(|r| r.1).collect();
+    let priorities: Vec<i16> = rows.iter().map(|r| r.2).collect();
+    let apps: Vec<i32> = rows.iter().map(|r| r.3).collect();
     let stmt = tx
         .prepare_cached(
             "INSERT INTO dispatch_queue (channel_code, message_pk, priority, app_id)
-             SELECT code, $2, $3, $4 FROM unnest($1::text[]) AS code
+             SELECT * FROM unnest($1::text[], $2::int8[], $3::int2[], $4::int4[])
              ON CONFLICT (channel_code, message_pk)
              DO UPDATE SET pages = dispatch_queue.pages + 1",
         )
         .await?;
-    tx.execute(
-        &stmt,
-        &[
-            &codes,
-            &message.id,
-            &message.priority.as_i16(),
-            &message.app_id,
-        ],
-    )
-    .await?;
+    tx.execute(&stmt, &[&codes, &pks, &priorities, &apps])
+        .await?;
     Ok(())
 }
 
-fn group_users(rows: Vec<tokio_postgres::Row>) -> Vec<ResolvedUser> {
-    let mut out: Vec<ResolvedUser> = Vec::new();
+/// Rows of (app id, user id, enabled, binding type, value, scope), ordered by app and user,
+/// as one user per (app, user id) with all their bindings.
+fn group_users(rows: Vec<tokio_postgres::Row>) -> Vec<(i32, ResolvedUser)> {
+    let mut out: Vec<(i32, ResolvedUser)> = Vec::new();
     for r in rows {
-        let user_id: String = r.get(0);
+        let app_id: i32 = r.get(0);
+        let user_id: String = r.get(1);
         let binding = match (
-            r.get::<_, Option<String>>(2),
             r.get::<_, Option<String>>(3),
             r.get::<_, Option<String>>(4),
+            r.get::<_, Option<String>>(5),
         ) {
             (Some(t), Some(v), Some(s)) => Some((t, v, s)),
             _ => None,
         };
         match out.last_mut() {
-            Some(last) if last.user_id == user_id => last.bindings.extend(binding),
-            _ => out.push(ResolvedUser {
-                user_id,
-                enabled: r.get(1),
-                bindings: binding.into_iter().collect(),
-            }),
+            Some((app, last)) if *app == app_id && last.user_id == user_id => {
+                last.bindings.extend(binding)
+            }
+            _ => out.push((
+                app_id,
+                ResolvedUser {
+                    user_id,
+                    enabled: r.get(2),
+                    bindings: binding.into_iter().collect(),
+                },
+            )),
         }
     }
     out
