@@ -55,8 +55,10 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// R_http (null route), R_copy (binary COPY) and R_daemon (durable sends) side by side,
-    /// ratio = R_daemon / (1 / (1/R_http + 1/R_copy)), a count check against the database
-    /// and a steady run at a fraction of R_daemon with CPU-µs per accepted message.
+    /// ratio = R_daemon / (1 / (1/R_http + 1/R_copy)), a count check against the database,
+    /// R_e2e (accepted and delivered) on the inbox and a webhook channel, and a steady run
+    /// at a fraction of R_e2e_inbox with accept → delivered latency and CPU-µs per
+    /// delivered message. Every phase starts on a quiet daemon.
     Bench(BenchArgs),
     /// One fixed rate for a fixed time against one route.
     Run(RunArgs),

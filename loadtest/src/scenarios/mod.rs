@@ -5,7 +5,7 @@
 //!
 //! The delivery scenarios (`fanout`, `backlog`, `cmpp`) first start their provider
 //! simulators (and `fanout` and `cmpp` measure them alone), then start umsd with a config
-//! pointing at them. Each of them is a folder: its arguments (`args`), what it sets up
+//! pointing at them; so does `bench` for its webhook end-to-end search. Each of them is a folder: its arguments (`args`), what it sets up
 //! before umsd starts (`setup`), how it drives and measures umsd (`run`), and its figures,
 //! verdicts and rendering (`report`).
 
@@ -15,6 +15,7 @@ pub mod cmpp;
 mod ctx;
 mod deliver;
 pub mod fanout;
+pub mod pipeline;
 pub mod simple;
 mod stats;
 
@@ -41,6 +42,7 @@ const EXIT_CHECK_FAILED: u8 = 2;
 /// What a scenario sets up before its daemon starts.
 enum Setup {
     None,
+    Bench(bench::Setup),
     Fanout(fanout::Setup),
     Backlog(backlog::Setup),
     Cmpp(cmpp::Setup),
@@ -51,6 +53,7 @@ impl Setup {
     fn config_text(&self) -> Option<String> {
         match self {
             Setup::None => None,
+            Setup::Bench(s) => s.config.clone(),
             Setup::Fanout(s) => Some(s.config.clone()),
             Setup::Backlog(s) => Some(s.config.clone()),
             Setup::Cmpp(s) => Some(s.config.clone()),
@@ -295,19 +298,20 @@ async fn prepare(cmd: &Cmd) -> Result<Setup> {
         Cmd::Fanout(a) => Setup::Fanout(fanout::prepare(a).await?),
         Cmd::Backlog(a) => Setup::Backlog(backlog::prepare(a)?),
         Cmd::Cmpp(a) => Setup::Cmpp(cmpp::prepare(a).await?),
-        Cmd::Bench(_) | Cmd::Run(_) | Cmd::FindMax(_) => Setup::None,
+        Cmd::Bench(a) => Setup::Bench(bench::prepare(a)?),
+        Cmd::Run(_) | Cmd::FindMax(_) => Setup::None,
     })
 }
 
 async fn run_scenario(ctx: &mut Ctx, cmd: &Cmd, setup: Setup) -> Result<()> {
     match (cmd, setup) {
-        (Cmd::Bench(a), _) => bench::run(ctx, a).await,
+        (Cmd::Bench(a), Setup::Bench(s)) => bench::run(ctx, a, s).await,
         (Cmd::Run(a), _) => simple::run(ctx, a).await,
         (Cmd::FindMax(a), _) => simple::find_max(ctx, a).await,
         (Cmd::Fanout(a), Setup::Fanout(s)) => fanout::run(ctx, a, s).await,
         (Cmd::Backlog(a), Setup::Backlog(s)) => backlog::run(ctx, a, s).await,
         (Cmd::Cmpp(a), Setup::Cmpp(s)) => cmpp::run(ctx, a, s).await,
-        (Cmd::Fanout(_) | Cmd::Backlog(_) | Cmd::Cmpp(_), _) => {
+        (Cmd::Bench(_) | Cmd::Fanout(_) | Cmd::Backlog(_) | Cmd::Cmpp(_), _) => {
             Err(anyhow!("scenario set up wrongly"))
         }
     }
