@@ -51,6 +51,18 @@ impl BodySpec {
         Self::new("inbox", ContentKind::Inbox)
     }
 
+    /// Cycles through `users` users (`u0` … `u{users-1}`) instead of 10 000.
+    pub fn with_users(mut self, users: u64) -> Self {
+        self.users = users.max(1);
+        self
+    }
+
+    /// Names the priority in every body.
+    pub fn with_priority(mut self, priority: Priority) -> Self {
+        self.priority = Some(priority);
+        self
+    }
+
     /// The body of request `i` with this `message_id`.
     pub fn body(&self, message_id: &str, i: u64) -> String {
         let content = match self.kind {
@@ -116,6 +128,22 @@ mod tests {
                 "u2345",
                 None,
             ),
+            (
+                BodySpec::new("hook", ContentKind::Webhook)
+                    .with_users(1000)
+                    .with_priority(Priority::High),
+                4321,
+                "hook",
+                "u321",
+                Some("high"),
+            ),
+            (
+                BodySpec::new("in\"box", ContentKind::Inbox).with_priority(Priority::Low),
+                1,
+                "in\"box",
+                "u1",
+                Some("low"),
+            ),
         ];
         for (spec, i, channel, user, priority) in cases {
             let v = parse(&spec.body("m-1", i));
@@ -142,5 +170,6 @@ mod tests {
     fn users_cycle() {
         assert_eq!(user_of(10_001, DEFAULT_USERS), "u1");
         assert_eq!(user_of(5, 0), "u0");
+        assert_eq!(BodySpec::inbox().with_users(0).users, 1);
     }
 }

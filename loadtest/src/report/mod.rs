@@ -24,10 +24,11 @@ use crate::scenarios::bench::{E2eReport, QuietWait, RoundSummary};
 use crate::scenarios::cmpp::CmppReport;
 use crate::scenarios::fanout::FanoutReport;
 use crate::scenarios::pipeline::Pipeline;
+use crate::scenarios::urgent::UrgentReport;
 use crate::search::{Criteria, SearchParams};
 
 pub use chart::{write_chart, write_panels, Line, Panel};
-pub use text::{opt, summary};
+pub use text::{opt, percentiles, summary};
 
 /// One step of a rate search.
 #[derive(Debug, Clone, Serialize)]
@@ -139,6 +140,9 @@ pub struct Report {
     /// The `cmpp` scenario's figures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cmpp: Option<CmppReport>,
+    /// The `urgent` scenario's figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub urgent: Option<UrgentReport>,
     /// Things that went wrong but did not stop the run (a failed count check among them).
     pub problems: Vec<String>,
     /// The error that stopped the run, if one did.

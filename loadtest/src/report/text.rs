@@ -168,6 +168,9 @@ pub fn summary(report: &Report, out_dir: &Path) -> String {
     if let Some(c) = &report.cmpp {
         s.push_str(&c.summary());
     }
+    if let Some(u) = &report.urgent {
+        s.push_str(&u.summary());
+    }
     for p in &report.problems {
         let _ = writeln!(s, "PROBLEM: {p}");
     }
@@ -179,7 +182,7 @@ pub fn summary(report: &Report, out_dir: &Path) -> String {
 }
 
 /// `p50 … ms, p90 …, p99 …, p99.9 …, max …` of a set of latencies.
-fn percentiles(p: Option<&Percentiles>) -> String {
+pub fn percentiles(p: Option<&Percentiles>) -> String {
     p.map_or_else(
         || "n/a".to_owned(),
         |p| {

@@ -3,9 +3,9 @@
 //! driver), and the common ending (stop the daemon, write `result.json` and `chart.svg`,
 //! print the summary).
 //!
-//! The delivery scenarios (`fanout`, `backlog`, `cmpp`) first start their provider
-//! simulators (and `fanout` and `cmpp` measure them alone), then start umsd with a config
-//! pointing at them; so does `bench` for its webhook end-to-end search. Each of them is a folder: its arguments (`args`), what it sets up
+//! The delivery scenarios (`fanout`, `backlog`, `cmpp`, `urgent`) first start their
+//! provider simulators (and `fanout` and `cmpp` measure them alone), then start umsd with
+//! a config pointing at them; so does `bench` for its webhook end-to-end search. Each of them is a folder: its arguments (`args`), what it sets up
 //! before umsd starts (`setup`), how it drives and measures umsd (`run`), and its figures,
 //! verdicts and rendering (`report`).
 
@@ -18,6 +18,7 @@ pub mod fanout;
 pub mod pipeline;
 pub mod simple;
 mod stats;
+pub mod urgent;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -46,6 +47,7 @@ enum Setup {
     Fanout(fanout::Setup),
     Backlog(backlog::Setup),
     Cmpp(cmpp::Setup),
+    Urgent(urgent::Setup),
 }
 
 impl Setup {
@@ -57,6 +59,7 @@ impl Setup {
             Setup::Fanout(s) => Some(s.config.clone()),
             Setup::Backlog(s) => Some(s.config.clone()),
             Setup::Cmpp(s) => Some(s.config.clone()),
+            Setup::Urgent(s) => Some(s.config.clone()),
         }
     }
 }
@@ -127,6 +130,11 @@ pub async fn main(cmd: Cmd) -> Result<ExitCode> {
             connections: a.send_concurrency,
             timeout_ms: 5000,
             max_requests: 0,
+        },
+        Cmd::Urgent(a) => LoadArgs {
+            connections: a.connections,
+            timeout_ms: 5000,
+            max_requests: 2_000_000,
         },
     };
 
@@ -285,7 +293,11 @@ pub async fn main(cmd: Cmd) -> Result<ExitCode> {
             .backlog
             .as_ref()
             .is_some_and(|b| b.pass == Some(false) || !b.complete)
-        || report.cmpp.as_ref().is_some_and(|c| c.pass == Some(false));
+        || report.cmpp.as_ref().is_some_and(|c| c.pass == Some(false))
+        || report
+            .urgent
+            .as_ref()
+            .is_some_and(|u| u.pass == Some(false));
     if report.count_checks.iter().any(|c| !c.ok) || rule_failed {
         return Ok(ExitCode::from(EXIT_CHECK_FAILED));
     }
@@ -298,6 +310,7 @@ async fn prepare(cmd: &Cmd) -> Result<Setup> {
         Cmd::Fanout(a) => Setup::Fanout(fanout::prepare(a).await?),
         Cmd::Backlog(a) => Setup::Backlog(backlog::prepare(a)?),
         Cmd::Cmpp(a) => Setup::Cmpp(cmpp::prepare(a).await?),
+        Cmd::Urgent(a) => Setup::Urgent(urgent::prepare(a)?),
         Cmd::Bench(a) => Setup::Bench(bench::prepare(a)?),
         Cmd::Run(_) | Cmd::FindMax(_) => Setup::None,
     })
@@ -311,7 +324,8 @@ async fn run_scenario(ctx: &mut Ctx, cmd: &Cmd, setup: Setup) -> Result<()> {
         (Cmd::Fanout(a), Setup::Fanout(s)) => fanout::run(ctx, a, s).await,
         (Cmd::Backlog(a), Setup::Backlog(s)) => backlog::run(ctx, a, s).await,
         (Cmd::Cmpp(a), Setup::Cmpp(s)) => cmpp::run(ctx, a, s).await,
-        (Cmd::Bench(_) | Cmd::Fanout(_) | Cmd::Backlog(_) | Cmd::Cmpp(_), _) => {
+        (Cmd::Urgent(a), Setup::Urgent(s)) => urgent::run(ctx, a, s).await,
+        (Cmd::Bench(_) | Cmd::Fanout(_) | Cmd::Backlog(_) | Cmd::Cmpp(_) | Cmd::Urgent(_), _) => {
             Err(anyhow!("scenario set up wrongly"))
         }
     }
