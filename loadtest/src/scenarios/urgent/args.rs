@@ -124,7 +124,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn defaults_match_the_brief() {
+    fn defaults_and_checks() {
         use clap::Parser;
         #[derive(Parser)]
         struct T {
