@@ -122,3 +122,86 @@ pub async fn count_check(
         ok: messages == answered_2xx && keys == answered_2xx,
     })
 }
+
+/// How rows under one `message_id` prefix are found: by a range of the `message_keys`
+/// primary key when the database compares text bytewise (collation `C`, as the embedded
+/// cluster is set up), else by `starts_with` over the app's keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyPrefix {
+    pub prefix: String,
+    /// The smallest string above every string with the prefix, when ranges are bytewise.
+    pub upper: Option<String>,
+}
+
+impl KeyPrefix {
+    /// The condition on `{col}` (a `message_keys.message_id`), its parameters numbered
+    /// from `$first`, and the values to bind to them.
+    pub fn condition(&self, col: &str, first: usize) -> (String, Vec<String>) {
+        match &self.upper {
+            Some(upper) => (
+                format!("{col} >= ${first} AND {col} < ${}", first + 1),
+                vec![self.prefix.clone(), upper.clone()],
+            ),
+            None => (
+                format!("starts_with({col}, ${first})"),
+                vec![self.prefix.clone()],
+            ),
+        }
+    }
+}
+
+/// The smallest string above every string that starts with `prefix` (its last character
+/// incremented), if there is one.
+pub fn prefix_upper(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    let last = chars.pop()?;
+    let next = char::from_u32(u32::from(last) + 1)?;
+    chars.push(next);
+    Some(chars.into_iter().collect())
+}
+
+/// Whether the database compares text bytewise (collation `C` or `POSIX`).
+pub async fn bytewise_collation(client: &Client) -> Result<bool> {
+    let row = client
+        .query_one(
+            "SELECT datcollate FROM pg_database WHERE datname = current_database()",
+            &[],
+        )
+        .await
+        .context("reading the database's collation")?;
+    let collate: String = row.get(0);
+    Ok(matches!(collate.as_str(), "C" | "POSIX"))
+}
+
+/// A [`KeyPrefix`] for `prefix` on this database.
+pub fn key_prefix(prefix: &str, bytewise: bool) -> KeyPrefix {
+    KeyPrefix {
+        prefix: prefix.to_owned(),
+        upper: if bytewise { prefix_upper(prefix) } else { None },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_ranges() {
+        assert_eq!(prefix_upper("lt-x-e1-").as_deref(), Some("lt-x-e1."));
+        assert_eq!(prefix_upper("a9").as_deref(), Some("a:"));
+        assert_eq!(prefix_upper(""), None);
+        let p = key_prefix("lt-1-", true);
+        let (sql, args) = p.condition("k.message_id", 2);
+        assert_eq!(sql, "k.message_id >= $2 AND k.message_id < $3");
+        assert_eq!(args, vec!["lt-1-".to_owned(), "lt-1.".to_owned()]);
+        // every id under the prefix lies in the range, bytewise
+        for id in ["lt-1-0", "lt-1-99999999", "lt-1-~"] {
+            assert!(id >= args[0].as_str() && id < args[1].as_str(), "{id}");
+        }
+        assert!("lt-10-1" >= args[1].as_str());
+        let p = key_prefix("lt-1-", false);
+        let (sql, args) = p.condition("message_id", 1);
+        assert_eq!(sql, "starts_with(message_id, $1)");
+        assert_eq!(args.len(), 1);
+    }
+}

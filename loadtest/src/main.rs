@@ -6,7 +6,8 @@
 //! users through provider simulators, compared with the simulators alone), `backlog`
 //! (umsd's memory while a large backlog of deliveries drains) and `cmpp` (SMS over CMPP
 //! against the ISMG simulator, compared with the simulator alone; the rate limit's
-//! accuracy). Without `--target` the
+//! accuracy) and `urgent` (high-priority messages behind a backlog of a million
+//! deliveries). Without `--target` the
 //! harness starts its own umsd on a fresh data directory and stops it at the end; every
 //! run is bounded in time and requests, and only loopback targets are accepted. Results
 //! go to `--out` (default `loadtest/results/<run id>/`): `result.json` and `chart.svg`.
@@ -35,6 +36,7 @@ use scenarios::bench::BenchArgs;
 use scenarios::cmpp::CmppArgs;
 use scenarios::fanout::FanoutArgs;
 use scenarios::simple::{FindMaxArgs, RunArgs};
+use scenarios::urgent::UrgentArgs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -55,8 +57,10 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// R_http (null route), R_copy (binary COPY) and R_daemon (durable sends) side by side,
-    /// ratio = R_daemon / (1 / (1/R_http + 1/R_copy)), a count check against the database
-    /// and a steady run at a fraction of R_daemon with CPU-µs per accepted message.
+    /// ratio = R_daemon / (1 / (1/R_http + 1/R_copy)), a count check against the database,
+    /// R_e2e (accepted and delivered) on the inbox and a webhook channel, and a steady run
+    /// at a fraction of R_e2e_inbox with accept → delivered latency and CPU-µs per
+    /// delivered message. Every phase starts on a quiet daemon.
     Bench(BenchArgs),
     /// One fixed rate for a fixed time against one route.
     Run(RunArgs),
@@ -74,6 +78,11 @@ enum Cmd {
     /// with 1 and 4 sessions against the ISMG simulator, side by side with the simulator
     /// driven by a minimal client loop; the channel rate limit's accuracy (±5 %).
     Cmpp(CmppArgs),
+    /// High-priority messages behind a backlog (default 1 000 000 deliveries on a
+    /// rate-limited webhook channel): their accept → submitted latency while a normal
+    /// stream runs on the same channel; PASS when every one was submitted with p99 within
+    /// --max-p99-ms.
+    Urgent(UrgentArgs),
 }
 
 /// Which endpoint the load goes to.
@@ -216,6 +225,7 @@ impl Cmd {
             Cmd::Fanout(a) => &a.target,
             Cmd::Backlog(a) => &a.target,
             Cmd::Cmpp(a) => &a.target,
+            Cmd::Urgent(a) => &a.target,
         }
     }
 
@@ -227,6 +237,7 @@ impl Cmd {
             Cmd::Fanout(_) => "fanout",
             Cmd::Backlog(_) => "backlog",
             Cmd::Cmpp(_) => "cmpp",
+            Cmd::Urgent(_) => "urgent",
         }
     }
 
@@ -238,6 +249,7 @@ impl Cmd {
             Cmd::Fanout(a) => serde_json::to_value(a)?,
             Cmd::Backlog(a) => serde_json::to_value(a)?,
             Cmd::Cmpp(a) => serde_json::to_value(a)?,
+            Cmd::Urgent(a) => serde_json::to_value(a)?,
         })
     }
 }
@@ -347,6 +359,17 @@ mod tests {
             panic!("not cmpp")
         };
         assert_eq!((a.rate, a.messages, a.window), (200.0, 20, 16));
+        let cli = Cli::try_parse_from(["umsd-loadtest", "urgent", "--seconds", "5"]).unwrap();
+        let Cmd::Urgent(a) = cli.cmd else {
+            panic!("not urgent")
+        };
+        assert_eq!((a.seconds, a.high_every_ms), (5.0, 250));
+        let cli =
+            Cli::try_parse_from(["umsd-loadtest", "bench", "--e2e-channels", "inbox"]).unwrap();
+        let Cmd::Bench(a) = cli.cmd else {
+            panic!("not bench")
+        };
+        assert_eq!(a.e2e_channels().len(), 1);
     }
 
     #[test]

@@ -264,6 +264,7 @@ mod tests {
             authorization: String::new(),
             id_prefix: String::new(),
             first_index: 0,
+            body: crate::openloop::BodySpec::inbox(),
         };
         let mut r = summarize("t", &spec, 0, &[]).unwrap();
         r.achieved_rate = achieved;

@@ -14,8 +14,10 @@
 //! arrived in.
 //!
 //! This module holds what a phase is asked to do ([`LoadSpec`]) and the request schedule;
-//! [`phase`] runs it, [`conn`] carries it, and [`result`] is what it measured.
+//! [`body`] builds each request's body, [`phase`] runs it, [`conn`] carries it, and
+//! [`result`] is what it measured.
 
+mod body;
 mod conn;
 mod phase;
 mod result;
@@ -23,6 +25,7 @@ mod result;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+pub use body::{message_body, user_of, BodySpec, ContentKind, DEFAULT_USERS};
 pub(crate) use conn::{exchange, Conn};
 pub use phase::run_phase;
 pub use result::{
@@ -58,6 +61,8 @@ pub struct LoadSpec {
     /// `<prefix><first_index + i>`.
     pub id_prefix: String,
     pub first_index: u64,
+    /// What each request's body looks like (channel, content, priority).
+    pub body: BodySpec,
 }
 
 /// How many requests a phase plans: `ceil(rate × duration)`, at most `max_requests`.
@@ -76,20 +81,6 @@ pub fn planned_requests(rate: f64, duration: Duration, max_requests: u64) -> u64
 /// When request `i` is intended, relative to the phase start: `i / rate`.
 pub fn intended_offset(i: u64, rate: f64) -> Duration {
     Duration::from_secs_f64(i as f64 / rate)
-}
-
-/// The JSON body of request `i`, used both for HTTP sends and for the copied rows so the
-/// two write the same bytes.
-pub fn message_body(message_id: &str, i: u64) -> String {
-    format!(
-        concat!(
-            r#"{{"message_id":"{id}","audience":{{"user_ids":["u{user}"]}},"channels":["inbox"],"#,
-            r#""content":{{"inbox":{{"title":"Order shipped","body":"Your order {order} has shipped"}}}}}}"#
-        ),
-        id = message_id,
-        user = i % 10_000,
-        order = i,
-    )
 }
 
 #[cfg(test)]
@@ -128,15 +119,5 @@ mod tests {
         assert_eq!(planned_requests(0.0, Duration::from_secs(5), 300), 0);
         assert_eq!(planned_requests(f64::NAN, Duration::from_secs(5), 300), 0);
         assert_eq!(planned_requests(1e12, Duration::from_secs(3600), 77), 77);
-    }
-
-    #[test]
-    fn bodies_are_valid_json_with_the_id() {
-        let b = message_body("lt-x-7", 7);
-        let v: serde_json::Value = serde_json::from_str(&b).unwrap();
-        assert_eq!(v["message_id"], "lt-x-7");
-        assert_eq!(v["audience"]["user_ids"][0], "u7");
-        assert_eq!(v["channels"][0], "inbox");
-        assert_eq!(v["content"]["inbox"]["body"], "Your order 7 has shipped");
     }
 }

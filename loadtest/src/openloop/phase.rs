@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::{
-    exchange, intended_offset, message_body, planned_requests, summarize, Conn, Endpoint, LoadSpec,
+    exchange, intended_offset, planned_requests, summarize, BodySpec, Conn, Endpoint, LoadSpec,
     Outcome, PhaseResult, Sample,
 };
 use crate::cpu::own_cpu_time;
@@ -53,6 +53,7 @@ struct Shared {
     content_type: HeaderValue,
     id_prefix: String,
     first_index: u64,
+    body: BodySpec,
     rate: f64,
     planned: u64,
     timeout: Duration,
@@ -66,7 +67,7 @@ impl Shared {
     fn request(&self, i: u64) -> Request<Full<Bytes>> {
         let index = self.first_index + i;
         let id = format!("{}{index}", self.id_prefix);
-        let mut req = Request::new(Full::new(Bytes::from(message_body(&id, index))));
+        let mut req = Request::new(Full::new(Bytes::from(self.body.body(&id, index))));
         *req.method_mut() = Method::POST;
         *req.uri_mut() = self.uri.clone();
         let h = req.headers_mut();
@@ -180,6 +181,7 @@ pub async fn run_phase(
         content_type: HeaderValue::from_static("application/json"),
         id_prefix: spec.id_prefix.clone(),
         first_index: spec.first_index,
+        body: spec.body.clone(),
         rate: spec.rate,
         planned,
         timeout: spec.timeout,
@@ -299,6 +301,7 @@ mod tests {
             authorization: "Basic ZGVtbzpkZW1vLXNlY3JldA==".into(),
             id_prefix: "lt-test-".into(),
             first_index: 0,
+            body: BodySpec::inbox(),
         }
     }
 

@@ -333,6 +333,7 @@ mod tests {
             authorization: "Basic x".into(),
             id_prefix: "lt-".into(),
             first_index: 0,
+            body: crate::openloop::BodySpec::inbox(),
         };
         let mut samples: Vec<Sample> = (0..90).map(|i| ok(i * 10_000, 2_000)).collect();
         samples.push(Sample {

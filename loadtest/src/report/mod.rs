@@ -20,13 +20,15 @@ use crate::cpu::CpuReport;
 use crate::db::CountCheck;
 use crate::openloop::{LatencySummary, PhaseResult};
 use crate::scenarios::backlog::BacklogReport;
-use crate::scenarios::bench::RoundSummary;
+use crate::scenarios::bench::{E2eReport, QuietWait, RoundSummary};
 use crate::scenarios::cmpp::CmppReport;
 use crate::scenarios::fanout::FanoutReport;
+use crate::scenarios::pipeline::Pipeline;
+use crate::scenarios::urgent::UrgentReport;
 use crate::search::{Criteria, SearchParams};
 
 pub use chart::{write_chart, write_panels, Line, Panel};
-pub use text::{opt, summary};
+pub use text::{opt, percentiles, summary};
 
 /// One step of a rate search.
 #[derive(Debug, Clone, Serialize)]
@@ -60,15 +62,26 @@ pub struct SearchSummary {
     pub id_prefix: String,
 }
 
-/// The steady run at a fraction of R_daemon.
+/// The steady run at a fraction of R_e2e_inbox or R_daemon (or a `run` at a fixed rate).
 #[derive(Debug, Clone, Serialize)]
 pub struct SteadySummary {
-    pub fraction_of_r_daemon: f64,
+    /// The rate is this fraction of `basis_rate` (0 for a `run` at a fixed rate).
+    pub fraction: f64,
+    /// `R_e2e_inbox` or `R_daemon`.
+    pub basis: Option<String>,
+    pub basis_rate: Option<f64>,
     pub rate: f64,
     pub phase: usize,
     pub latency: LatencySummary,
     pub ok_2xx: u64,
+    /// For `bench`: from the start of the sends until every message was delivered (or the
+    /// wait ended), per message delivered (`cpu.accepted` holds that count).
     pub cpu: Option<CpuReport>,
+    /// Accept → planned and accept → delivered of the run's messages, from the database.
+    pub pipeline: Option<Pipeline>,
+    /// From the end of the sends until the last message was delivered (or the wait ended).
+    pub delivery_wait_s: Option<f64>,
+    pub all_delivered: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -108,6 +121,12 @@ pub struct Report {
     pub ratio: Option<f64>,
     /// Every round's figures (the fields above are the median round's).
     pub rounds: Vec<RoundSummary>,
+    /// R_e2e: every round's end-to-end searches and their medians.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub e2e: Option<E2eReport>,
+    /// Each wait for a quiet daemon before a measured search, step or phase.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub quiet_waits: Vec<QuietWait>,
     pub count_checks: Vec<CountCheck>,
     pub steady: Option<SteadySummary>,
     /// Every load phase in order, each with its per-second series.
@@ -121,6 +140,9 @@ pub struct Report {
     /// The `cmpp` scenario's figures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cmpp: Option<CmppReport>,
+    /// The `urgent` scenario's figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub urgent: Option<UrgentReport>,
     /// Things that went wrong but did not stop the run (a failed count check among them).
     pub problems: Vec<String>,
     /// The error that stopped the run, if one did.
@@ -149,6 +171,7 @@ mod tests {
             authorization: String::new(),
             id_prefix: String::new(),
             first_index: 0,
+            body: crate::openloop::BodySpec::inbox(),
         };
         let samples: Vec<Sample> = (0..300u64)
             .map(|i| Sample {

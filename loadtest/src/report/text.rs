@@ -3,7 +3,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::Report;
+use super::{Report, SteadySummary};
+use crate::scenarios::pipeline::Percentiles;
 
 /// A figure with `digits` decimals, or `n/a` when there is none.
 pub fn opt(v: Option<f64>, digits: usize) -> String {
@@ -61,19 +62,69 @@ pub fn summary(report: &Report, out_dir: &Path) -> String {
     if let Some(r) = report.ratio {
         let _ = writeln!(s, "ratio    = {r:.3}  (R_daemon / R_ref)");
     }
-    if report.rounds.len() > 1 {
-        let _ = writeln!(s, "rounds (the figures above are the median round's):");
-        for r in &report.rounds {
+    if let Some(e) = &report.e2e {
+        for m in &e.medians {
             let _ = writeln!(
+                s,
+                "R_e2e_{:<8} = {:>10}  median over {} of {} rounds; R_e2e/R_ref {}, R_e2e/R_daemon {} \
+                 (delivered within {:.1} s, accept->delivered p99 <= {:.0} ms)",
+                m.channel.name(),
+                rate(m.r_e2e),
+                m.rounds_with_rate,
+                report.rounds.len(),
+                opt(m.over_ref, 3),
+                opt(m.over_daemon, 3),
+                e.criteria.drain_s,
+                e.criteria.p99_max_ms
+            );
+        }
+    }
+    if report.rounds.len() > 1 || report.e2e.is_some() {
+        let _ = writeln!(
+            s,
+            "rounds (the figures above are the median round's, R_e2e the medians):"
+        );
+        for r in &report.rounds {
+            let _ = write!(
                 s,
                 "  round {}: R_http {:>8}  R_copy {:>8}  R_daemon {:>8}  ratio {}",
                 r.round,
                 rate(r.r_http),
                 format!("{:.0}/s", r.r_copy),
                 rate(r.r_daemon),
-                r.ratio.map_or("-".to_owned(), |v| format!("{v:.3}"))
+                opt(r.ratio, 3)
             );
+            for f in &r.e2e {
+                let _ = write!(
+                    s,
+                    "  R_e2e_{} {:>7} ({} of R_ref, {} of R_daemon)",
+                    f.channel.name(),
+                    rate(f.r_e2e),
+                    opt(f.over_ref, 3),
+                    opt(f.over_daemon, 3)
+                );
+            }
+            s.push('\n');
         }
+    }
+    if !report.quiet_waits.is_empty() {
+        let total: f64 = report.quiet_waits.iter().map(|w| w.waited_s).sum();
+        let longest = report
+            .quiet_waits
+            .iter()
+            .max_by(|a, b| a.waited_s.total_cmp(&b.waited_s));
+        let busy = report.quiet_waits.iter().filter(|w| !w.quiet).count();
+        let _ = writeln!(
+            s,
+            "quiet waits: {} in {:.0} s{}; {} ran out",
+            report.quiet_waits.len(),
+            total,
+            longest.map_or(String::new(), |w| format!(
+                ", longest {:.1} s before {}",
+                w.waited_s, w.before
+            )),
+            busy
+        );
     }
     for c in &report.count_checks {
         let _ = writeln!(
@@ -88,32 +139,7 @@ pub fn summary(report: &Report, out_dir: &Path) -> String {
         );
     }
     if let Some(st) = &report.steady {
-        let what = if st.fraction_of_r_daemon > 0.0 {
-            format!(
-                "steady   @ {:.0}/s ({:.0} % of R_daemon)",
-                st.rate,
-                st.fraction_of_r_daemon * 100.0
-            )
-        } else {
-            format!("run      @ {:.0}/s", st.rate)
-        };
-        let _ = writeln!(
-            s,
-            "{what}: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; {} accepted",
-            st.latency.p50_ms, st.latency.p99_ms, st.latency.p999_ms, st.latency.max_ms, st.ok_2xx
-        );
-        if let Some(cpu) = &st.cpu {
-            let us = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1} µs"));
-            let _ = writeln!(
-                s,
-                "CPU per accepted message: umsd {}, umsd+postgres {} (umsd {} cores, postgres {:.2} cores)",
-                us(cpu.umsd_us_per_msg),
-                us(cpu.umsd_plus_postgres_us_per_msg),
-                cpu.umsd_cores
-                    .map_or_else(|| "n/a".to_owned(), |c| format!("{c:.2}")),
-                cpu.postgres_cores
-            );
-        }
+        steady(&mut s, st);
     }
     if report.scenario == "run" {
         for p in &report.phases {
@@ -142,6 +168,9 @@ pub fn summary(report: &Report, out_dir: &Path) -> String {
     if let Some(c) = &report.cmpp {
         s.push_str(&c.summary());
     }
+    if let Some(u) = &report.urgent {
+        s.push_str(&u.summary());
+    }
     for p in &report.problems {
         let _ = writeln!(s, "PROBLEM: {p}");
     }
@@ -150,4 +179,66 @@ pub fn summary(report: &Report, out_dir: &Path) -> String {
     }
     let _ = writeln!(s, "results: {}", out_dir.display());
     s
+}
+
+/// `p50 … ms, p90 …, p99 …, p99.9 …, max …` of a set of latencies.
+pub fn percentiles(p: Option<&Percentiles>) -> String {
+    p.map_or_else(
+        || "n/a".to_owned(),
+        |p| {
+            format!(
+                "p50 {:.0} ms, p90 {:.0} ms, p99 {:.0} ms, p99.9 {:.0} ms, max {:.0} ms ({})",
+                p.p50_ms, p.p90_ms, p.p99_ms, p.p999_ms, p.max_ms, p.count
+            )
+        },
+    )
+}
+
+fn steady(s: &mut String, st: &SteadySummary) {
+    let what = match &st.basis {
+        Some(basis) => format!(
+            "steady   @ {:.0}/s ({:.0} % of {basis})",
+            st.rate,
+            st.fraction * 100.0
+        ),
+        None => format!("run      @ {:.0}/s", st.rate),
+    };
+    let _ = writeln!(
+        s,
+        "{what}: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; {} accepted",
+        st.latency.p50_ms, st.latency.p99_ms, st.latency.p999_ms, st.latency.max_ms, st.ok_2xx
+    );
+    if let Some(p) = &st.pipeline {
+        let _ = writeln!(
+            s,
+            "  accept->planned:   {}\n  accept->delivered: {}",
+            percentiles(p.accept_to_planned.as_ref()),
+            percentiles(p.accept_to_delivered.as_ref())
+        );
+        let _ = writeln!(
+            s,
+            "  delivered {} of {} ({} lost); last accept -> last delivery {} s",
+            p.delivered,
+            p.messages.max(st.ok_2xx),
+            p.lost,
+            opt(p.last_accept_to_last_delivery_s, 2)
+        );
+    }
+    if let Some(cpu) = &st.cpu {
+        let us = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1} µs"));
+        let per = if st.pipeline.is_some() {
+            "delivered"
+        } else {
+            "accepted"
+        };
+        let _ = writeln!(
+            s,
+            "CPU per {per} message: umsd {}, umsd+postgres {} (umsd {} cores, postgres {:.2} cores over {:.1} s)",
+            us(cpu.umsd_us_per_msg),
+            us(cpu.umsd_plus_postgres_us_per_msg),
+            opt(cpu.umsd_cores, 2),
+            cpu.postgres_cores,
+            cpu.window_s
+        );
+    }
 }

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::cpu::Probe;
 use crate::db::{self, CountCheck, DbTarget};
-use crate::openloop::{self, Endpoint, LoadSpec, PhaseResult};
+use crate::openloop::{self, BodySpec, Endpoint, LoadSpec, PhaseResult};
 use crate::report::{Report, SearchSummary, StepRecord};
 use crate::search::{self, Criteria, RateSearch, SearchParams};
 use crate::{seconds, LoadArgs, Route, SearchArgs};
@@ -37,7 +37,8 @@ impl Ctx {
         format!("lt-{}-{group}-", self.run_id)
     }
 
-    /// Runs one load phase and appends it to the report; returns its index.
+    /// Runs one load phase of inbox messages and appends it to the report; returns its
+    /// index.
     pub async fn phase(
         &mut self,
         name: &str,
@@ -46,21 +47,59 @@ impl Ctx {
         duration: Duration,
         id_prefix: &str,
     ) -> Result<usize> {
+        self.phase_with(name, route, rate, duration, id_prefix, &BodySpec::inbox())
+            .await
+    }
+
+    /// Runs one load phase whose bodies follow `body` and appends it to the report;
+    /// returns its index.
+    pub async fn phase_with(
+        &mut self,
+        name: &str,
+        route: Route,
+        rate: f64,
+        duration: Duration,
+        id_prefix: &str,
+        body: &BodySpec,
+    ) -> Result<usize> {
+        let spec = self.load_spec(
+            route,
+            rate,
+            duration,
+            id_prefix,
+            body,
+            self.load.connections,
+        );
+        let r = openloop::run_phase(name, &self.endpoint, &spec, self.run_start).await?;
+        self.report.phases.push(r);
+        Ok(self.report.phases.len() - 1)
+    }
+
+    /// The spec of one phase, its request indices taken from the run's counter (for
+    /// phases a scenario runs side by side through [`openloop::run_phase`]).
+    pub fn load_spec(
+        &mut self,
+        route: Route,
+        rate: f64,
+        duration: Duration,
+        id_prefix: &str,
+        body: &BodySpec,
+        connections: usize,
+    ) -> LoadSpec {
         let spec = LoadSpec {
             rate,
             duration,
             max_requests: self.load.max_requests,
-            connections: self.load.connections,
+            connections,
             timeout: Duration::from_millis(self.load.timeout_ms.max(1)),
             path: route.path().to_owned(),
             authorization: self.authorization.clone(),
             id_prefix: id_prefix.to_owned(),
             first_index: self.next_index,
+            body: body.clone(),
         };
         self.next_index += openloop::planned_requests(rate, duration, spec.max_requests);
-        let r = openloop::run_phase(name, &self.endpoint, &spec, self.run_start).await?;
-        self.report.phases.push(r);
-        Ok(self.report.phases.len() - 1)
+        spec
     }
 
     pub fn phase_result(&self, i: usize) -> Result<&PhaseResult> {
@@ -73,6 +112,11 @@ impl Ctx {
     /// One request through the ordinary HTTP client, to fail early and clearly when the
     /// route is missing or the credentials are wrong.
     pub async fn preflight(&mut self, route: Route) -> Result<()> {
+        self.preflight_with(route, &BodySpec::inbox()).await
+    }
+
+    /// [`Ctx::preflight`] with bodies that follow `body`.
+    pub async fn preflight_with(&mut self, route: Route, body: &BodySpec) -> Result<()> {
         let index = self.next_index;
         self.next_index += 1;
         let id = format!("{}{index}", self.prefix("p"));
@@ -83,7 +127,7 @@ impl Ctx {
             .post(format!("{}{}", self.base_url, route.path()))
             .basic_auth(&self.app_key, Some(&self.app_secret))
             .header("content-type", "application/json")
-            .body(openloop::message_body(&id, index))
+            .body(body.body(&id, index))
             .send()
             .await
             .with_context(|| format!("preflight POST {}", route.path()))?;

@@ -3,9 +3,9 @@
 //! driver), and the common ending (stop the daemon, write `result.json` and `chart.svg`,
 //! print the summary).
 //!
-//! The delivery scenarios (`fanout`, `backlog`, `cmpp`) first start their provider
-//! simulators (and `fanout` and `cmpp` measure them alone), then start umsd with a config
-//! pointing at them. Each of them is a folder: its arguments (`args`), what it sets up
+//! The delivery scenarios (`fanout`, `backlog`, `cmpp`, `urgent`) first start their
+//! provider simulators (and `fanout` and `cmpp` measure them alone), then start umsd with
+//! a config pointing at them; so does `bench` for its webhook end-to-end search. Each of them is a folder: its arguments (`args`), what it sets up
 //! before umsd starts (`setup`), how it drives and measures umsd (`run`), and its figures,
 //! verdicts and rendering (`report`).
 
@@ -15,8 +15,10 @@ pub mod cmpp;
 mod ctx;
 mod deliver;
 pub mod fanout;
+pub mod pipeline;
 pub mod simple;
 mod stats;
+pub mod urgent;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -41,9 +43,11 @@ const EXIT_CHECK_FAILED: u8 = 2;
 /// What a scenario sets up before its daemon starts.
 enum Setup {
     None,
+    Bench(bench::Setup),
     Fanout(fanout::Setup),
     Backlog(backlog::Setup),
     Cmpp(cmpp::Setup),
+    Urgent(urgent::Setup),
 }
 
 impl Setup {
@@ -51,9 +55,11 @@ impl Setup {
     fn config_text(&self) -> Option<String> {
         match self {
             Setup::None => None,
+            Setup::Bench(s) => s.config.clone(),
             Setup::Fanout(s) => Some(s.config.clone()),
             Setup::Backlog(s) => Some(s.config.clone()),
             Setup::Cmpp(s) => Some(s.config.clone()),
+            Setup::Urgent(s) => Some(s.config.clone()),
         }
     }
 }
@@ -124,6 +130,11 @@ pub async fn main(cmd: Cmd) -> Result<ExitCode> {
             connections: a.send_concurrency,
             timeout_ms: 5000,
             max_requests: 0,
+        },
+        Cmd::Urgent(a) => LoadArgs {
+            connections: a.connections,
+            timeout_ms: 5000,
+            max_requests: 2_000_000,
         },
     };
 
@@ -282,7 +293,11 @@ pub async fn main(cmd: Cmd) -> Result<ExitCode> {
             .backlog
             .as_ref()
             .is_some_and(|b| b.pass == Some(false) || !b.complete)
-        || report.cmpp.as_ref().is_some_and(|c| c.pass == Some(false));
+        || report.cmpp.as_ref().is_some_and(|c| c.pass == Some(false))
+        || report
+            .urgent
+            .as_ref()
+            .is_some_and(|u| u.pass == Some(false));
     if report.count_checks.iter().any(|c| !c.ok) || rule_failed {
         return Ok(ExitCode::from(EXIT_CHECK_FAILED));
     }
@@ -295,19 +310,22 @@ async fn prepare(cmd: &Cmd) -> Result<Setup> {
         Cmd::Fanout(a) => Setup::Fanout(fanout::prepare(a).await?),
         Cmd::Backlog(a) => Setup::Backlog(backlog::prepare(a)?),
         Cmd::Cmpp(a) => Setup::Cmpp(cmpp::prepare(a).await?),
-        Cmd::Bench(_) | Cmd::Run(_) | Cmd::FindMax(_) => Setup::None,
+        Cmd::Urgent(a) => Setup::Urgent(urgent::prepare(a)?),
+        Cmd::Bench(a) => Setup::Bench(bench::prepare(a)?),
+        Cmd::Run(_) | Cmd::FindMax(_) => Setup::None,
     })
 }
 
 async fn run_scenario(ctx: &mut Ctx, cmd: &Cmd, setup: Setup) -> Result<()> {
     match (cmd, setup) {
-        (Cmd::Bench(a), _) => bench::run(ctx, a).await,
+        (Cmd::Bench(a), Setup::Bench(s)) => bench::run(ctx, a, s).await,
         (Cmd::Run(a), _) => simple::run(ctx, a).await,
         (Cmd::FindMax(a), _) => simple::find_max(ctx, a).await,
         (Cmd::Fanout(a), Setup::Fanout(s)) => fanout::run(ctx, a, s).await,
         (Cmd::Backlog(a), Setup::Backlog(s)) => backlog::run(ctx, a, s).await,
         (Cmd::Cmpp(a), Setup::Cmpp(s)) => cmpp::run(ctx, a, s).await,
-        (Cmd::Fanout(_) | Cmd::Backlog(_) | Cmd::Cmpp(_), _) => {
+        (Cmd::Urgent(a), Setup::Urgent(s)) => urgent::run(ctx, a, s).await,
+        (Cmd::Bench(_) | Cmd::Fanout(_) | Cmd::Backlog(_) | Cmd::Cmpp(_) | Cmd::Urgent(_), _) => {
             Err(anyhow!("scenario set up wrongly"))
         }
     }

@@ -92,12 +92,17 @@ pub async fn run(ctx: &mut Ctx, a: &RunArgs) -> Result<()> {
             .is_some()
             .then(|| cpu::report(&probe, &before, &after, window, r.ok_2xx));
         ctx.report.steady = Some(SteadySummary {
-            fraction_of_r_daemon: 0.0,
+            fraction: 0.0,
+            basis: None,
+            basis_rate: None,
             rate: a.rate,
             phase: i,
             latency: r.latency.clone(),
             ok_2xx: r.ok_2xx,
             cpu,
+            pipeline: None,
+            delivery_wait_s: None,
+            all_delivered: None,
         });
         ctx.count_check("run", &prefix, r.ok_2xx, r.timeouts + r.errors)
             .await?;

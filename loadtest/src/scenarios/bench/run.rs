@@ -1,56 +1,160 @@
-//! `bench` against one daemon: `--rounds` rounds of (R_http, R_copy, R_daemon) back to
-//! back, the median round as the result, then the steady run with CPU accounting.
+//! `bench` against one daemon: `--rounds` rounds of (R_http, R_copy, R_daemon, R_e2e)
+//! back to back, the median round as the result, then the steady run with CPU
+//! accounting. Every measured search and phase starts on a quiet daemon.
+
+use std::time::Duration;
 
 use anyhow::{anyhow, Result};
-use tokio::time::Instant;
+use serde_json::{json, Value};
+use tokio_postgres::Client;
 
-use super::args::BenchArgs;
-use super::report::{r_ref, RoundSummary};
-use crate::copy::{self, CopyParams};
-use crate::cpu;
+use super::args::{check_args, BenchArgs, E2eChannel, SteadyOf};
+use super::e2e;
+use super::quiet::Quiet;
+use super::report::{e2e_medians, E2eCriteria, E2eReport};
+use super::round::one_round;
+use super::setup::{Setup, HOOK};
+use super::steady;
 use crate::db;
-use crate::report::SteadySummary;
+use crate::openloop::{user_of, DEFAULT_USERS};
+use crate::report::opt;
+use crate::scenarios::deliver::Api;
 use crate::scenarios::stats::median_round;
 use crate::scenarios::Ctx;
-use crate::{seconds, Route};
+use crate::{sims, Route};
 
-pub async fn run(ctx: &mut Ctx, a: &BenchArgs) -> Result<()> {
-    let steady_duration = seconds(a.steady_seconds, "--steady-seconds")?;
-    if !(a.steady_fraction > 0.0 && a.steady_fraction <= 1.0) {
-        return Err(anyhow!("--steady-fraction must be in (0, 1]"));
-    }
+/// What the rounds and the steady run share.
+pub(super) struct Env {
+    pub(super) quiet: Quiet,
+    pub(super) db: Client,
+    pub(super) app_id: i32,
+    /// Rows under a prefix are found by a key range (the database compares bytewise).
+    pub(super) bytewise: bool,
+    /// The webhook channel's code, when the daemon has one the harness configured.
+    pub(super) webhook: Option<String>,
+}
+
+/// The users the one-user messages go to (`u0` … `u9999`): the inbox needs them to
+/// exist, the webhook channel needs each bound to its URL on the simulator.
+async fn create_users(ctx: &Ctx, hook_base: Option<&str>) -> Result<()> {
+    let api = Api::new(&ctx.base_url, &ctx.app_key, &ctx.app_secret)?;
+    let rows: Vec<Value> = (0..DEFAULT_USERS)
+        .map(|i| {
+            let user = user_of(i, DEFAULT_USERS);
+            let bindings: Vec<Value> = hook_base
+                .map(|b| json!({"type": "webhook", "value": sims::hook_url(b, &user)}))
+                .into_iter()
+                .collect();
+            json!({"user_id": user, "bindings": bindings})
+        })
+        .collect();
+    eprintln!(
+        "== bench: creating {} users{} ==",
+        rows.len(),
+        if hook_base.is_some() {
+            " bound to the webhook simulator"
+        } else {
+            ""
+        }
+    );
+    api.put_users(rows).await?;
+    Ok(())
+}
+
+pub async fn run(ctx: &mut Ctx, a: &BenchArgs, setup: Setup) -> Result<()> {
+    check_args(a)?;
     let db_target = ctx.db.clone().ok_or_else(|| {
         anyhow!("bench needs the daemon's database: pass --database-url with --target")
     })?;
     ctx.preflight(Route::Bench).await?;
     ctx.preflight(Route::Send).await?;
 
-    if a.rounds == 0 {
-        return Err(anyhow!("--rounds must be at least 1"));
+    let db = db::connect(&db_target).await?;
+    let app_id = db::app_id(&db, &ctx.app_key).await?;
+    let bytewise = db::bytewise_collation(&db).await?;
+    let mut channels = a.e2e_channels();
+    if channels.contains(&E2eChannel::Webhook) && setup.sim.is_none() {
+        ctx.report.problems.push(
+            "R_e2e webhook skipped: its channel and simulator come with the config the harness \
+             writes for a daemon it starts (no --target, no --umsd-config)"
+                .to_owned(),
+        );
+        channels.retain(|c| *c != E2eChannel::Webhook);
     }
-    let app_id = {
-        let client = db::connect(&db_target).await?;
-        db::app_id(&client, &ctx.app_key).await?
+    let hook_base = setup.sim.as_ref().map(|s| s.url());
+    if !channels.is_empty() {
+        create_users(ctx, hook_base.as_deref()).await?;
+    }
+    // deliveries created from shortly before the run on are looked at by the quiet wait
+    let run_began = chrono::Utc::now()
+        - chrono::Duration::from_std(ctx.run_start.elapsed() + Duration::from_secs(5))?;
+    let quiet = Quiet::new(
+        db::connect(&db_target).await?,
+        &ctx.base_url,
+        run_began,
+        Duration::from_secs(a.quiet_timeout_s),
+        Duration::from_millis(a.quiet_settle_ms),
+    )?;
+    let env = Env {
+        quiet,
+        db,
+        app_id,
+        bytewise,
+        webhook: setup.sim.as_ref().map(|_| HOOK.to_owned()),
     };
+    for c in &channels {
+        ctx.preflight_with(Route::Send, &e2e::body_of(*c, &env)?)
+            .await?;
+    }
+
+    if !channels.is_empty() {
+        ctx.report.e2e = Some(E2eReport {
+            channels: channels.clone(),
+            criteria: E2eCriteria {
+                p99_max_ms: a.e2e_p99_ms,
+                drain_s: a.e2e_drain_s,
+            },
+            searches: Vec::new(),
+            medians: Vec::new(),
+        });
+    }
+    // each round goes into the report as soon as it is done, so that a run stopped later
+    // (--max-total-s, a signal) still has it
     let mut rounds = Vec::new();
     for round in 1..=a.rounds {
-        rounds.push(one_round(ctx, a, &db_target, app_id, round).await?);
+        let (r, s) = one_round(ctx, a, &env, &db_target, round, &channels).await?;
+        ctx.report.rounds.push(r.summary.clone());
+        if let Some(e) = ctx.report.e2e.as_mut() {
+            e.searches.extend(s);
+            e.medians = e2e_medians(&ctx.report.rounds);
+        }
+        rounds.push(r);
     }
     // The median round by ratio (rounds without a ratio sort first).
     let ratios: Vec<Option<f64>> = rounds.iter().map(|r| r.summary.ratio).collect();
     let median = median_round(&ratios);
-    ctx.report.rounds = rounds.iter().map(|r| r.summary.clone()).collect();
     let chosen = rounds.swap_remove(median);
     if a.rounds > 1 {
         eprintln!(
             "== rounds: ratios {}; reporting round {} (the median) ==",
-            ctx.report
-                .rounds
+            ratios
                 .iter()
-                .map(|r| r.ratio.map_or("-".to_owned(), |v| format!("{v:.3}")))
+                .map(|r| opt(*r, 3))
                 .collect::<Vec<_>>()
                 .join(", "),
             chosen.summary.round
+        );
+    }
+    let medians = e2e_medians(&ctx.report.rounds);
+    for m in &medians {
+        eprintln!(
+            "== R_e2e {}: median {}/s over {} of {} rounds, R_e2e/R_ref {}, R_e2e/R_daemon {} ==",
+            m.channel.name(),
+            opt(m.r_e2e, 0),
+            m.rounds_with_rate,
+            a.rounds,
+            opt(m.over_ref, 3),
+            opt(m.over_daemon, 3)
         );
     }
     ctx.report.r_http = chosen.http;
@@ -70,173 +174,21 @@ pub async fn run(ctx: &mut Ctx, a: &BenchArgs) -> Result<()> {
             .push("R_daemon: no step passed, so no ratio and no steady run".to_owned());
     }
 
-    // 5. steady run with CPU accounting
+    // the steady run, at a fraction of R_e2e_inbox (or R_daemon)
     let Some(r_daemon) = r_daemon else {
         return Ok(());
     };
-    settle(a).await;
-    let rate = r_daemon * a.steady_fraction;
-    eprintln!(
-        "== steady: {rate:.0}/s on POST /v1/messages for {:.0} s ==",
-        a.steady_seconds
-    );
-    let prefix = ctx.prefix("s");
-    let probe = ctx.probe.clone();
-    let before = probe.snapshot();
-    let t = Instant::now();
-    let i = ctx
-        .phase(
-            &format!("steady @ {rate:.0}/s"),
-            Route::Send,
-            rate,
-            steady_duration,
-            &prefix,
-        )
-        .await?;
-    let window = t.elapsed().as_secs_f64();
-    let after = probe.snapshot();
-    let r = ctx.phase_result(i)?.clone();
-    let cpu = (probe.umsd_pid.is_some() || !after.postgres.is_empty())
-        .then(|| cpu::report(&probe, &before, &after, window, r.ok_2xx));
-    if probe.umsd_pid.is_none() {
-        ctx.report
-            .problems
-            .push("no umsd pid (pass --umsd-pid with --target): umsd CPU not measured".to_owned());
-    }
-    eprintln!(
-        "[steady] achieved {:.0}/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, {} ok, {} non-2xx, {} timeouts, {} errors",
-        r.achieved_rate,
-        r.latency.p50_ms,
-        r.latency.p99_ms,
-        r.latency.p999_ms,
-        r.ok_2xx,
-        r.non_2xx,
-        r.timeouts,
-        r.errors
-    );
-    if r.non_2xx + r.timeouts + r.errors + r.not_sent > 0 {
-        ctx.report.problems.push(format!(
-            "steady run: {} non-2xx, {} timeouts, {} errors, {} not sent",
-            r.non_2xx, r.timeouts, r.errors, r.not_sent
-        ));
-    }
-    ctx.report.steady = Some(SteadySummary {
-        fraction_of_r_daemon: a.steady_fraction,
-        rate,
-        phase: i,
-        latency: r.latency.clone(),
-        ok_2xx: r.ok_2xx,
-        cpu,
-    });
-    ctx.count_check("steady run", &prefix, r.ok_2xx, r.timeouts + r.errors)
-        .await?;
-    Ok(())
-}
-
-async fn settle(a: &BenchArgs) {
-    tokio::time::sleep(std::time::Duration::from_millis(a.search.settle_ms)).await;
-}
-
-/// What one round measured.
-struct Round {
-    summary: RoundSummary,
-    http: Option<crate::report::SearchSummary>,
-    copy: crate::copy::CopyResult,
-    daemon: Option<crate::report::SearchSummary>,
-}
-
-/// R_http, R_copy and R_daemon back to back (R_daemon count-checked).
-async fn one_round(
-    ctx: &mut Ctx,
-    a: &BenchArgs,
-    db_target: &db::DbTarget,
-    app_id: i32,
-    round: usize,
-) -> Result<Round> {
-    let tag = |name: &str| {
-        if a.rounds > 1 {
-            format!("{name} r{round}")
-        } else {
-            name.to_owned()
+    let e2e_inbox = medians
+        .iter()
+        .find(|m| m.channel == E2eChannel::Inbox)
+        .and_then(|m| m.r_e2e);
+    let (basis, basis_rate) = match (a.steady_of, e2e_inbox) {
+        (SteadyOf::E2e, Some(r)) => ("R_e2e_inbox", r),
+        (SteadyOf::E2e, None) => {
+            eprintln!("(no R_e2e_inbox: the steady run takes R_daemon)");
+            ("R_daemon", r_daemon)
         }
+        (SteadyOf::Daemon, _) => ("R_daemon", r_daemon),
     };
-    eprintln!("== {}: POST /bench/messages ==", tag("R_http"));
-    let prefix = ctx.prefix(&format!("h{round}"));
-    let http = ctx
-        .find_max(&tag("R_http"), Route::Bench, &a.search, &prefix)
-        .await?;
-    settle(a).await;
-
-    eprintln!(
-        "== {}: binary COPY of {} messages, chunks of {}, {} connections ==",
-        tag("R_copy"),
-        a.copy_messages,
-        a.copy_chunk,
-        a.copy_connections
-    );
-    let params = CopyParams {
-        messages: a.copy_messages,
-        chunk: a.copy_chunk,
-        connections: a.copy_connections,
-    };
-    let copy_prefix = format!("cp-{}-{round}-", ctx.run_id);
-    let offset = ctx.run_start.elapsed().as_secs_f64();
-    let mut c = copy::run(db_target, app_id, &copy_prefix, &params).await?;
-    c.start_offset_s = offset;
-    eprintln!(
-        "[{}] {:.0} messages/s ({:.0} rows/s) in {:.2} s; cleanup removed {}+{}+{} rows in {:.2} s",
-        tag("R_copy"),
-        c.messages_per_second,
-        c.rows_per_second,
-        c.elapsed_s,
-        c.cleanup.deleted_messages,
-        c.cleanup.deleted_message_keys,
-        c.cleanup.deleted_message_queue,
-        c.cleanup.elapsed_s
-    );
-    if c.cleanup.left_over > 0 || c.cleanup.deleted_messages != c.messages {
-        ctx.report.problems.push(format!(
-            "R_copy cleanup: deleted {} of {} messages, {} rows left over",
-            c.cleanup.deleted_messages, c.messages, c.cleanup.left_over
-        ));
-    }
-    settle(a).await;
-
-    eprintln!("== {}: POST /v1/messages ==", tag("R_daemon"));
-    let prefix = ctx.prefix(&format!("d{round}"));
-    let daemon = ctx
-        .find_max(&tag("R_daemon"), Route::Send, &a.search, &prefix)
-        .await?;
-    let (ok, unknown) = (daemon.ok_2xx, daemon.unknown_fate);
-    ctx.count_check(&format!("{} search", tag("R_daemon")), &prefix, ok, unknown)
-        .await?;
-    settle(a).await;
-
-    let r_http = http.max_rate;
-    let r_copy = c.messages_per_second;
-    let r_daemon = daemon.max_rate;
-    let r_ref = r_http.and_then(|h| r_ref(h, r_copy));
-    let ratio = match (r_daemon, r_ref) {
-        (Some(d), Some(r)) => Some(d / r),
-        _ => None,
-    };
-    eprintln!(
-        "[round {round}] R_http {}, R_copy {r_copy:.0}, R_daemon {}, ratio {}",
-        r_http.map_or("-".to_owned(), |v| format!("{v:.0}")),
-        r_daemon.map_or("-".to_owned(), |v| format!("{v:.0}")),
-        ratio.map_or("-".to_owned(), |v| format!("{v:.3}")),
-    );
-    Ok(Round {
-        summary: RoundSummary {
-            round,
-            r_http,
-            r_copy,
-            r_daemon,
-            r_ref,
-            ratio,
-        },
-        http: Some(http),
-        copy: c,
-        daemon: Some(daemon),
-    })
+    steady::run(ctx, a, &env, basis, basis_rate).await
 }
