@@ -27,6 +27,8 @@ pub const SENDER_KEYS: &[&str] = &[
 /// Provider calls in flight at once when `pool_size` is not set (CMPP: every session's
 /// window).
 pub const DEFAULT_POOL_SIZE: usize = 8;
+/// Calls in flight on an inbox channel when `pool_size` is not set.
+pub const INBOX_POOL_SIZE: usize = 64;
 /// Deliveries a sender holds in memory when `settings.backlog` is not set.
 pub const DEFAULT_BACKLOG: usize = 10_000;
 
@@ -106,6 +108,9 @@ impl ChannelConfig {
             None => match &settings {
                 // A CMPP account keeps every session's window full.
                 ChannelSettings::SmsCmpp(c) => (c.max_connections * c.window).min(1024),
+                // Inbox calls wait to share one write (see `providers/inbox.rs`), so more
+                // of them in flight make larger writes, not more connections.
+                ChannelSettings::Inbox(_) => INBOX_POOL_SIZE,
                 _ => DEFAULT_POOL_SIZE,
             },
             Some(n) if (1..=1024).contains(&n) => n as usize,

@@ -13,7 +13,7 @@ use actix::prelude::*;
 use chrono::Utc;
 
 use super::sender::ChannelSender;
-use super::work::{plan_pull, Content, Known, MessageWork, Want, DISPATCH_ROWS, HIGH_HEADROOM};
+use super::work::{plan_pull, Content, MessageWork, Want, DISPATCH_ROWS, HIGH_HEADROOM};
 use crate::domain::send::SendRequest;
 use crate::domain::{DeliveryState, MessagePk};
 use crate::receipts::{Finish, Record};
@@ -23,7 +23,6 @@ use crate::store::StoreError;
 
 /// What one pull brought back.
 pub struct Pulled {
-    rows: Vec<DispatchRow>,
     wants: Vec<Want>,
     deliveries: Vec<QueuedDelivery>,
     contents: HashMap<MessagePk, Option<Content>>,
@@ -32,7 +31,9 @@ pub struct Pulled {
 }
 
 impl ChannelSender {
-    /// Pulls queued deliveries from the database while there is room.
+    /// Pulls queued deliveries from the database while there is room: lists the messages
+    /// with work, decides what to pull of each against what it holds (in the actor, so
+    /// nothing is copied), then pulls.
     pub(super) fn refill(&mut self, ctx: &mut Context<Self>) {
         if self.provider.is_none() || self.stopping.is_some() {
             return;
@@ -41,32 +42,59 @@ impl ChannelSender {
             self.pull_again = true;
             return;
         }
-        let held = self.held();
-        let backlog = self.config.backlog;
-        let high_room = (backlog + HIGH_HEADROOM).saturating_sub(held);
-        let room = backlog.saturating_sub(held);
-        if high_room == 0 {
+        if self.room().1 == 0 {
             return;
         }
         self.pulling = true;
         self.pull_again = false;
         let store = self.store.clone();
         let code = self.config.code.clone();
-        let channel_type = self.config.channel_type;
-        let known: Known = self
-            .works
+        let list = async move { store.dispatch_rows(&code, DISPATCH_ROWS).await };
+        ctx.spawn(list.into_actor(self).map(|result, act, ctx| match result {
+            Ok(rows) => act.pull_listed(rows, ctx),
+            Err(e) => act.pull_failed(e, ctx),
+        }));
+    }
+
+    /// Room in memory: (for normal and low priority, for high priority).
+    fn room(&self) -> (usize, usize) {
+        let held = self.held();
+        let backlog = self.config.backlog;
+        (
+            backlog.saturating_sub(held),
+            (backlog + HIGH_HEADROOM).saturating_sub(held),
+        )
+    }
+
+    fn pull_failed(&mut self, e: StoreError, ctx: &mut Context<Self>) {
+        self.pulling = false;
+        tracing::warn!(channel = %self.config.code, error = %e, "cannot pull queued deliveries");
+        ctx.run_later(Duration::from_secs(1), |act, ctx| act.refill(ctx));
+        self.gauges();
+        self.pump(ctx);
+    }
+
+    /// Pulls the next deliveries of the listed messages that have room.
+    fn pull_listed(&mut self, rows: Vec<DispatchRow>, ctx: &mut Context<Self>) {
+        let (room, high_room) = self.room();
+        let works = &self.works;
+        let (wants, left_out) = plan_pull(
+            &rows,
+            |pk| works.get(&pk).map(|w| (w.after, w.drained_at)),
+            room,
+            high_room,
+        );
+        let need: Vec<(i32, MessagePk)> = wants
             .iter()
-            .map(|(pk, w)| (*pk, (w.after, w.drained_at, w.content_loaded)))
+            .filter(|w| !works.get(&w.0.message_pk).is_some_and(|k| k.content_loaded))
+            .map(|w| (w.0.app_id, w.0.message_pk))
             .collect();
+        let listed_all = rows.len() < DISPATCH_ROWS as usize && !left_out;
+        let store = self.store.clone();
+        let code = self.config.code.clone();
+        let channel_type = self.config.channel_type;
         let work = async move {
-            let rows = store.dispatch_rows(&code, DISPATCH_ROWS).await?;
-            let (wants, left_out) = plan_pull(&rows, &known, room, high_room);
             let deliveries = store.pull_deliveries(&code, &wants).await?;
-            let need: Vec<(i32, MessagePk)> = wants
-                .iter()
-                .filter(|w| !known.get(&w.0.message_pk).is_some_and(|k| k.2))
-                .map(|w| (w.0.app_id, w.0.message_pk))
-                .collect();
             let requests = if need.is_empty() {
                 HashMap::new()
             } else {
@@ -85,44 +113,33 @@ impl ChannelSender {
                     });
                 contents.insert(pk, value);
             }
-            let listed_all = rows.len() < DISPATCH_ROWS as usize && !left_out;
             Ok::<_, StoreError>(Pulled {
-                rows,
                 wants,
                 deliveries,
                 contents,
                 listed_all,
             })
         };
-        ctx.spawn(work.into_actor(self).map(|result, act, ctx| {
-            act.pulling = false;
-            match result {
-                Ok(pulled) => act.take_pull(pulled, ctx),
-                Err(e) => {
-                    tracing::warn!(channel = %act.config.code, error = %e, "cannot pull queued deliveries");
-                    ctx.run_later(Duration::from_secs(1), |act, ctx| act.refill(ctx));
-                }
+        ctx.spawn(work.into_actor(self).map(|result, act, ctx| match result {
+            Ok(pulled) => {
+                act.pulling = false;
+                act.take_pull(pulled, ctx);
+                act.gauges();
+                act.pump(ctx);
             }
-            act.gauges();
-            act.pump(ctx);
+            Err(e) => act.pull_failed(e, ctx),
         }));
     }
 
     /// Takes a pull's result into memory.
     fn take_pull(&mut self, pulled: Pulled, ctx: &mut Context<Self>) {
         let Pulled {
-            rows,
             wants,
             deliveries,
             mut contents,
             listed_all,
         } = pulled;
         let now = Instant::now();
-        for row in rows {
-            self.works
-                .entry(row.message_pk)
-                .or_insert_with(|| MessageWork::new(row));
-        }
         let mut counts: HashMap<MessagePk, (usize, i64)> = HashMap::new();
         for d in &deliveries {
             let c = counts.entry(d.message_pk).or_insert((0, 0));
@@ -131,9 +148,10 @@ impl ChannelSender {
         }
         let mut full = !listed_all;
         for (row, _, lim) in &wants {
-            let Some(w) = self.works.get_mut(&row.message_pk) else {
-                continue;
-            };
+            let w = self
+                .works
+                .entry(row.message_pk)
+                .or_insert_with(|| MessageWork::new(*row));
             w.row = *row;
             if let Some(c) = contents.remove(&row.message_pk) {
                 w.content = c;
@@ -143,6 +161,7 @@ impl ChannelSender {
             w.after = w.after.max(max_id);
             if (n as i64) < *lim {
                 w.drained_at = Some(row.pages);
+                self.maybe_done.insert(row.message_pk);
             } else {
                 full = true;
             }
@@ -174,11 +193,20 @@ impl ChannelSender {
     /// queue. The status writer removes the row after every outcome recorded before it,
     /// and only if no page was planned since; otherwise the message is pulled again.
     pub(super) fn finish_drained(&mut self, ctx: &mut Context<Self>) {
+        if self.maybe_done.is_empty() {
+            return;
+        }
+        // A candidate that is not done now becomes one again when its last held delivery
+        // settles (`release`) or a pull finds it drained (`take_pull`).
+        let works = &self.works;
         let done: Vec<(MessagePk, i32)> = self
-            .works
-            .iter()
-            .filter(|(_, w)| w.held == 0 && !w.finishing && w.drained_at == Some(w.row.pages))
-            .map(|(pk, w)| (*pk, w.row.pages))
+            .maybe_done
+            .drain()
+            .filter_map(|pk| {
+                let w = works.get(&pk)?;
+                (w.held == 0 && !w.finishing && w.drained_at == Some(w.row.pages))
+                    .then_some((pk, w.row.pages))
+            })
             .collect();
         if !done.is_empty() && !self.pending.is_empty() {
             // The writer removes the row only after the outcomes it received before the
@@ -211,6 +239,7 @@ impl ChannelSender {
                     Err(_) => {
                         if let Some(w) = act.works.get_mut(&pk) {
                             w.finishing = false;
+                            act.maybe_done.insert(pk);
                         }
                     }
                 }

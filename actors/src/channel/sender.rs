@@ -10,7 +10,7 @@
 //! database queue only when its outcome is written, so after a crash it is sent again
 //! (see the duplicate window in `docs/operations.md`).
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -108,8 +108,11 @@ pub struct ChannelSender {
     /// cleared by a pull that did not. Completions pull only while it is set, so a
     /// draining channel does not query an empty queue after every call.
     pub(super) more_in_db: bool,
-    /// Messages with work on this channel.
+    /// Messages with work on this channel that were pulled from.
     pub(super) works: HashMap<MessagePk, MessageWork>,
+    /// Messages that may have just finished (nothing held, or found drained): the only
+    /// ones `finish_drained` looks at, so its cost follows what changed, not `works`.
+    pub(super) maybe_done: HashSet<MessagePk>,
     pub(super) paused_until: Option<Instant>,
     pub(super) pump_at: Option<(Instant, SpawnHandle)>,
     pub(super) rate_wait_since: Option<Instant>,
@@ -163,6 +166,7 @@ impl ChannelSender {
             pull_again: false,
             more_in_db: true,
             works: HashMap::new(),
+            maybe_done: HashSet::new(),
             paused_until: None,
             pump_at: None,
             rate_wait_since: None,
@@ -330,6 +334,9 @@ impl ChannelSender {
     fn release(&mut self, message_pk: MessagePk) {
         if let Some(w) = self.works.get_mut(&message_pk) {
             w.held = w.held.saturating_sub(1);
+            if w.held == 0 {
+                self.maybe_done.insert(message_pk);
+            }
         }
     }
 

@@ -1,7 +1,6 @@
 //! The messages a sender has work for, as it tracks them, and which of them to pull next
 //! within the room of its backlog: a pure decision, tested below.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -55,19 +54,18 @@ impl MessageWork {
     }
 }
 
-/// What is known of a message with work: (highest delivery id pulled, `pages` when it was
-/// found drained, content loaded).
-pub type Known = HashMap<MessagePk, (i64, Option<i32>, bool)>;
-
 /// One message to pull: its row, the id to pull after, and how many at most.
 pub type Want = (DispatchRow, i64, i64);
 
 /// Which listed messages to pull, and how many of each, within the room of the in-memory
 /// backlog (high priority has extra room). Also answers whether a message with new work
 /// was left out for want of room, so the sender pulls again as room frees up.
+///
+/// `known` answers, for a message the sender already pulled from, the highest delivery id
+/// pulled and the `pages` at which it was found drained.
 pub fn plan_pull(
     rows: &[DispatchRow],
-    known: &Known,
+    known: impl Fn(MessagePk) -> Option<(i64, Option<i32>)>,
     room: usize,
     high_room: usize,
 ) -> (Vec<Want>, bool) {
@@ -75,10 +73,7 @@ pub fn plan_pull(
     let mut left_out = false;
     let (mut left, mut left_high) = (room, high_room);
     for row in rows {
-        let (after, drained_at, _) = known
-            .get(&row.message_pk)
-            .copied()
-            .unwrap_or((0, None, false));
+        let (after, drained_at) = known(row.message_pk).unwrap_or((0, None));
         if drained_at == Some(row.pages) {
             continue; // nothing new since it was drained
         }
@@ -117,10 +112,10 @@ mod tests {
         // Three messages, room for two full pulls: the third is left out, and the sender
         // must know to pull again even if the first two turn out nearly empty.
         let rows: Vec<DispatchRow> = (1..=3).map(|pk| row(pk, Priority::Normal)).collect();
-        let (wants, left_out) = plan_pull(&rows, &Known::new(), 2 * PULL_PER_MESSAGE, 0);
+        let (wants, left_out) = plan_pull(&rows, |_| None, 2 * PULL_PER_MESSAGE, 0);
         assert_eq!(wants.len(), 2);
         assert!(left_out);
-        let (wants, left_out) = plan_pull(&rows, &Known::new(), 3 * PULL_PER_MESSAGE, 0);
+        let (wants, left_out) = plan_pull(&rows, |_| None, 3 * PULL_PER_MESSAGE, 0);
         assert_eq!(wants.len(), 3);
         assert!(!left_out);
     }
@@ -132,9 +127,9 @@ mod tests {
             row(2, Priority::Normal),
             row(3, Priority::High),
         ];
-        let mut known = Known::new();
-        known.insert(MessagePk(1), (500, Some(1), true)); // drained at these pages
-        let (wants, left_out) = plan_pull(&rows, &known, 10, 10 + HIGH_HEADROOM);
+        // message 1 was drained at these pages
+        let known = |pk: MessagePk| (pk == MessagePk(1)).then_some((500, Some(1)));
+        let (wants, left_out) = plan_pull(&rows, known, 10, 10 + HIGH_HEADROOM);
         let pks: Vec<(i64, i64)> = wants.iter().map(|w| (w.0.message_pk.0, w.2)).collect();
         assert_eq!(pks, vec![(2, 10), (3, HIGH_HEADROOM as i64)]);
         assert!(!left_out);

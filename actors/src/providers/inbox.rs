@@ -1,9 +1,17 @@
 //! The internal inbox: a delivery is a row in the `inbox` table, read through
 //! `GET /v1/inbox/{user_id}`. Storing is the delivery; marking read is the `read` receipt.
 //! The row is keyed by the delivery id, so a re-send after a crash stores nothing twice.
+//!
+//! Calls share writes: a call's rows join those of the calls waiting, and one of them
+//! writes them all in one statement while the rest wait for its answer. A stream of
+//! one-user messages (a call each) then costs a write per group of calls, not per call.
+
+use std::cell::RefCell;
+use std::rc::Rc;
 
 use futures_util::future::LocalBoxFuture;
 use serde::Deserialize;
+use tokio::sync::oneshot;
 
 use super::context::ProviderContext;
 use super::contract::{all, Attempt, Batch, Provider, ProviderError};
@@ -15,13 +23,92 @@ use crate::store::Store;
 pub struct Settings {}
 
 pub struct Inbox {
+    writes: Rc<Writes>,
+}
+
+/// Rows waiting to be written, and whether a call is writing.
+struct Writes {
     store: Store,
+    state: RefCell<WriteState>,
+}
+
+#[derive(Default)]
+struct WriteState {
+    waiting: Vec<NewInboxItem>,
+    /// Per waiting call, in order: how many of `waiting` are its rows, and where to tell
+    /// the outcome of the write that takes them.
+    waiters: Vec<(usize, oneshot::Sender<Result<(), String>>)>,
+    writing: bool,
+}
+
+/// Most rows in one write.
+const MAX_WRITE: usize = 5000;
+
+impl Writes {
+    /// Stores `items`: waits for the write that takes them, or writes them (and whatever
+    /// joined meanwhile) itself when no write is running.
+    async fn put(self: Rc<Self>, items: Vec<NewInboxItem>) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        let lead = {
+            let mut st = self.state.borrow_mut();
+            st.waiters.push((items.len(), tx));
+            st.waiting.extend(items);
+            !std::mem::replace(&mut st.writing, true)
+        };
+        if lead {
+            // Should this call be dropped mid-write, the calls waiting on it are told
+            // (their write failed, to be retried) rather than left waiting.
+            let guard = LeadGuard(&self.state);
+            loop {
+                let (rows, waiters) = {
+                    let mut st = self.state.borrow_mut();
+                    if st.waiters.is_empty() {
+                        st.writing = false;
+                        break;
+                    }
+                    // Whole calls, up to MAX_WRITE rows (a larger call goes alone).
+                    let (mut calls, mut n) = (0, 0);
+                    for (rows, _) in &st.waiters {
+                        if calls > 0 && n + rows > MAX_WRITE {
+                            break;
+                        }
+                        calls += 1;
+                        n += rows;
+                    }
+                    let rows: Vec<NewInboxItem> = st.waiting.drain(..n).collect();
+                    let waiters: Vec<_> = st.waiters.drain(..calls).map(|w| w.1).collect();
+                    (rows, waiters)
+                };
+                let result = self.store.put_inbox(&rows).await.map_err(|e| e.to_string());
+                for w in waiters {
+                    let _ = w.send(result.clone());
+                }
+            }
+            std::mem::forget(guard);
+        }
+        rx.await
+            .unwrap_or_else(|_| Err("the inbox write was dropped".to_owned()))
+    }
+}
+
+struct LeadGuard<'a>(&'a RefCell<WriteState>);
+
+impl Drop for LeadGuard<'_> {
+    fn drop(&mut self) {
+        let mut st = self.0.borrow_mut();
+        st.writing = false;
+        st.waiting.clear();
+        st.waiters.clear();
+    }
 }
 
 impl Inbox {
     pub fn new(ctx: &ProviderContext, _: &Settings) -> Self {
         Self {
-            store: ctx.store.clone(),
+            writes: Rc::new(Writes {
+                store: ctx.store.clone(),
+                state: RefCell::new(WriteState::default()),
+            }),
         }
     }
 }
@@ -40,7 +127,7 @@ impl Provider for Inbox {
     }
 
     fn send(&self, batch: Batch) -> LocalBoxFuture<'static, Vec<(i64, Attempt)>> {
-        let store = self.store.clone();
+        let writes = self.writes.clone();
         Box::pin(async move {
             let title = text(&batch.content, "title");
             let Some(body) = text(&batch.content, "body").or_else(|| text(&batch.content, "text"))
@@ -65,11 +152,11 @@ impl Provider for Inbox {
                     body: body.clone(),
                 })
                 .collect();
-            match store.put_inbox(&items).await {
+            match writes.put(items).await {
                 Ok(()) => all(&batch, Attempt::delivered(None)),
                 Err(e) => all(
                     &batch,
-                    Attempt::Failed(ProviderError::retryable("database", e.to_string())),
+                    Attempt::Failed(ProviderError::retryable("database", e)),
                 ),
             }
         })
