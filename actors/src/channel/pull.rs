@@ -1,6 +1,8 @@
 //! Pulling work from PostgreSQL into the sender's memory: first the list of messages with
-//! work on the channel (`dispatch_queue`, high priority first), then, in one query, the
-//! next queued deliveries of each — at most `backlog` held (plus headroom for high
+//! work on the channel (`dispatch_queue`, high priority first, going on from where the
+//! last listing stopped, so the messages already pulled and about to finish are not
+//! listed again and again; a wake-up from the planner starts it over), then, in one
+//! query, the next queued deliveries of each — at most `backlog` held (plus headroom for high
 //! priority); the rest wait in the database. Each message's content for the channel is
 //! read once and shared by its deliveries. A message whose deliveries are all pulled and
 //! settled leaves the dispatch queue through the status writer.
@@ -49,7 +51,8 @@ impl ChannelSender {
         self.pull_again = false;
         let store = self.store.clone();
         let code = self.config.code.clone();
-        let list = async move { store.dispatch_rows(&code, DISPATCH_ROWS).await };
+        let after = self.list_after;
+        let list = async move { store.dispatch_rows(&code, after, DISPATCH_ROWS).await };
         ctx.spawn(list.into_actor(self).map(|result, act, ctx| match result {
             Ok(rows) => act.pull_listed(rows, ctx),
             Err(e) => act.pull_failed(e, ctx),
@@ -68,6 +71,7 @@ impl ChannelSender {
 
     fn pull_failed(&mut self, e: StoreError, ctx: &mut Context<Self>) {
         self.pulling = false;
+        self.list_after = None;
         tracing::warn!(channel = %self.config.code, error = %e, "cannot pull queued deliveries");
         ctx.run_later(Duration::from_secs(1), |act, ctx| act.refill(ctx));
         self.gauges();
@@ -89,7 +93,17 @@ impl ChannelSender {
             .filter(|w| !works.get(&w.0.message_pk).is_some_and(|k| k.content_loaded))
             .map(|w| (w.0.app_id, w.0.message_pk))
             .collect();
-        let listed_all = rows.len() < DISPATCH_ROWS as usize && !left_out;
+        // The next listing goes on after what this one settled (everything up to the
+        // first message left out for room); one that reached the end starts over.
+        let from_start = self.list_after.is_none();
+        let key = |r: &DispatchRow| (r.priority, r.message_pk);
+        self.list_after = match left_out {
+            Some(0) => self.list_after,
+            Some(i) => Some(key(&rows[i - 1])),
+            None if rows.len() == DISPATCH_ROWS as usize => rows.last().map(key),
+            None => None,
+        };
+        let listed_all = from_start && rows.len() < DISPATCH_ROWS as usize && left_out.is_none();
         let store = self.store.clone();
         let code = self.config.code.clone();
         let channel_type = self.config.channel_type;

@@ -108,6 +108,8 @@ pub struct ChannelSender {
     /// cleared by a pull that did not. Completions pull only while it is set, so a
     /// draining channel does not query an empty queue after every call.
     pub(super) more_in_db: bool,
+    /// Where the next listing of messages with work goes on from (`None`: the start).
+    pub(super) list_after: Option<(Priority, MessagePk)>,
     /// Messages with work on this channel that were pulled from.
     pub(super) works: HashMap<MessagePk, MessageWork>,
     /// Messages that may have just finished (nothing held, or found drained): the only
@@ -165,6 +167,7 @@ impl ChannelSender {
             pulling: false,
             pull_again: false,
             more_in_db: true,
+            list_after: None,
             works: HashMap::new(),
             maybe_done: HashSet::new(),
             paused_until: None,
@@ -434,6 +437,8 @@ impl Handler<Woken> for ChannelSender {
     type Result = ();
 
     fn handle(&mut self, _: Woken, ctx: &mut Self::Context) {
+        // New work may sort anywhere (a high-priority message first of all).
+        self.list_after = None;
         self.more_in_db = true;
         self.refill(ctx);
         self.pump(ctx);

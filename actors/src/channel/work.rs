@@ -58,8 +58,9 @@ impl MessageWork {
 pub type Want = (DispatchRow, i64, i64);
 
 /// Which listed messages to pull, and how many of each, within the room of the in-memory
-/// backlog (high priority has extra room). Also answers whether a message with new work
-/// was left out for want of room, so the sender pulls again as room frees up.
+/// backlog (high priority has extra room). Also answers the first listed message with new
+/// work that was left out for want of room, so the sender lists again from there as room
+/// frees up.
 ///
 /// `known` answers, for a message the sender already pulled from, the highest delivery id
 /// pulled and the `pages` at which it was found drained.
@@ -68,11 +69,11 @@ pub fn plan_pull(
     known: impl Fn(MessagePk) -> Option<(i64, Option<i32>)>,
     room: usize,
     high_room: usize,
-) -> (Vec<Want>, bool) {
+) -> (Vec<Want>, Option<usize>) {
     let mut wants = Vec::new();
-    let mut left_out = false;
+    let mut left_out = None;
     let (mut left, mut left_high) = (room, high_room);
-    for row in rows {
+    for (i, row) in rows.iter().enumerate() {
         let (after, drained_at) = known(row.message_pk).unwrap_or((0, None));
         if drained_at == Some(row.pages) {
             continue; // nothing new since it was drained
@@ -84,7 +85,7 @@ pub fn plan_pull(
         };
         let lim = budget.min(PULL_PER_MESSAGE);
         if lim == 0 {
-            left_out = true;
+            left_out = left_out.or(Some(i));
             continue;
         }
         wants.push((*row, after, lim as i64));
@@ -114,10 +115,10 @@ mod tests {
         let rows: Vec<DispatchRow> = (1..=3).map(|pk| row(pk, Priority::Normal)).collect();
         let (wants, left_out) = plan_pull(&rows, |_| None, 2 * PULL_PER_MESSAGE, 0);
         assert_eq!(wants.len(), 2);
-        assert!(left_out);
+        assert_eq!(left_out, Some(2));
         let (wants, left_out) = plan_pull(&rows, |_| None, 3 * PULL_PER_MESSAGE, 0);
         assert_eq!(wants.len(), 3);
-        assert!(!left_out);
+        assert_eq!(left_out, None);
     }
 
     #[test]
@@ -132,6 +133,6 @@ mod tests {
         let (wants, left_out) = plan_pull(&rows, known, 10, 10 + HIGH_HEADROOM);
         let pks: Vec<(i64, i64)> = wants.iter().map(|w| (w.0.message_pk.0, w.2)).collect();
         assert_eq!(pks, vec![(2, 10), (3, HIGH_HEADROOM as i64)]);
-        assert!(!left_out);
+        assert_eq!(left_out, None);
     }
 }

@@ -31,20 +31,26 @@ pub struct DispatchRow {
 }
 
 impl Store {
-    /// The messages with queued deliveries on a channel, high priority first.
+    /// The messages with queued deliveries on a channel, high priority first, from after
+    /// `after` (a row's (priority, message) key) on.
     pub async fn dispatch_rows(
         &self,
         channel_code: &str,
+        after: Option<(Priority, MessagePk)>,
         limit: i64,
     ) -> Result<Vec<DispatchRow>, StoreError> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
                 "SELECT message_pk, priority, app_id, pages FROM dispatch_queue
-                 WHERE channel_code = $1 ORDER BY priority, message_pk LIMIT $2",
+                 WHERE channel_code = $1 AND (priority, message_pk) > ($2, $3)
+                 ORDER BY priority, message_pk LIMIT $4",
             )
             .await?;
-        let rows = client.query(&stmt, &[&channel_code, &limit]).await?;
+        let (priority, pk) = after.map_or((-1i16, MessagePk(i64::MIN)), |(p, pk)| (p.as_i16(), pk));
+        let rows = client
+            .query(&stmt, &[&channel_code, &priority, &pk, &limit])
+            .await?;
         Ok(rows
             .into_iter()
             .map(|r| DispatchRow {
