@@ -1,8 +1,9 @@
 //! Pulling work from PostgreSQL into the sender's memory: first the list of messages with
 //! work on the channel (`dispatch_queue`, high priority first, going on from where the
 //! last listing stopped, so the messages already pulled and about to finish are not
-//! listed again and again; a wake-up from the planner starts it over), then, in one
-//! query, the next queued deliveries of each — at most `backlog` held (plus headroom for high
+//! listed again and again; it starts over when more urgent work is queued, a page is
+//! added to a message, and once a second), then, in one query, the next queued
+//! deliveries of each — at most `backlog` held (plus headroom for high
 //! priority); the rest wait in the database. Each message's content for the channel is
 //! read once and shared by its deliveries. A message whose deliveries are all pulled and
 //! settled leaves the dispatch queue through the status writer.
@@ -93,17 +94,16 @@ impl ChannelSender {
             .filter(|w| !works.get(&w.0.message_pk).is_some_and(|k| k.content_loaded))
             .map(|w| (w.0.app_id, w.0.message_pk))
             .collect();
-        // The next listing goes on after what this one settled (everything up to the
-        // first message left out for room); one that reached the end starts over.
-        let from_start = self.list_after.is_none();
+        // The next listing goes on after what this one settled: everything up to the
+        // first message left out for room. What sorts before that is known (pulled, or
+        // finishing); the listing starts over when that may change (see `Woken`).
         let key = |r: &DispatchRow| (r.priority, r.message_pk);
         self.list_after = match left_out {
             Some(0) => self.list_after,
             Some(i) => Some(key(&rows[i - 1])),
-            None if rows.len() == DISPATCH_ROWS as usize => rows.last().map(key),
-            None => None,
+            None => rows.last().map(key).or(self.list_after),
         };
-        let listed_all = from_start && rows.len() < DISPATCH_ROWS as usize && left_out.is_none();
+        let listed_all = rows.len() < DISPATCH_ROWS as usize && left_out.is_none();
         let store = self.store.clone();
         let code = self.config.code.clone();
         let channel_type = self.config.channel_type;
@@ -242,11 +242,12 @@ impl ChannelSender {
                         act.works.remove(&pk);
                     }
                     Ok(false) => {
-                        // A page was planned meanwhile: pull again.
+                        // A page was planned meanwhile: list it again and pull.
                         if let Some(w) = act.works.get_mut(&pk) {
                             w.finishing = false;
                             w.drained_at = None;
                         }
+                        act.list_after = None;
                         act.more_in_db = true;
                         act.refill(ctx);
                     }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use chrono::Utc;
 use governor::clock::DefaultClock;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 
 use super::config::ChannelConfig;
 use super::limiter::{self, Limiter, SLOW_FOR};
@@ -26,6 +26,7 @@ use super::meters::{Meters, Tally};
 use super::queues::{Entry, PriorityQueues};
 use super::retry::Delayed;
 use super::settle::{in_target_order, settle, Settlement};
+use super::signals::Signal;
 use super::work::MessageWork;
 use crate::domain::{DeliveryState, MessagePk, Priority};
 use crate::providers::contract::{Attempt, BuildError, Provider};
@@ -58,10 +59,13 @@ pub struct CallDone {
     pub elapsed: Duration,
 }
 
-/// New work may be queued in the database.
+/// New work may be queued in the database: the planner said so (`signalled`), or a
+/// second passed without a word.
 #[derive(Message)]
 #[rtype(result = "()")]
-struct Woken;
+struct Woken {
+    signalled: bool,
+}
 
 /// A sender's live state, for `GET /admin/channels`.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -87,7 +91,7 @@ pub struct ChannelSender {
     pub(super) config: Arc<ChannelConfig>,
     pub(super) store: Store,
     pub(super) receipts: Addr<Receipts>,
-    signal: Arc<Notify>,
+    signal: Arc<Signal>,
     factory: Option<ProviderFactory>,
     pub(super) provider: Option<Rc<dyn Provider>>,
     provider_error: Option<String>,
@@ -135,7 +139,7 @@ impl ChannelSender {
         config: Arc<ChannelConfig>,
         store: Store,
         receipts: Addr<Receipts>,
-        signal: Arc<Notify>,
+        signal: Arc<Signal>,
         factory: ProviderFactory,
     ) -> Self {
         let limiter = limiter::limiter(config.rate_per_second, config.burst);
@@ -381,8 +385,10 @@ impl Actor for ChannelSender {
         ctx.spawn(
             async move {
                 loop {
-                    let _ = tokio::time::timeout(Duration::from_secs(1), signal.notified()).await;
-                    if me.try_send(Woken).is_err() && !me.connected() {
+                    let signalled = tokio::time::timeout(Duration::from_secs(1), signal.notified())
+                        .await
+                        .is_ok();
+                    if me.try_send(Woken { signalled }).is_err() && !me.connected() {
                         break;
                     }
                 }
@@ -436,9 +442,19 @@ impl StreamHandler<CallDone> for ChannelSender {
 impl Handler<Woken> for ChannelSender {
     type Result = ();
 
-    fn handle(&mut self, _: Woken, ctx: &mut Self::Context) {
-        // New work may sort anywhere (a high-priority message first of all).
-        self.list_after = None;
+    fn handle(&mut self, woken: Woken, ctx: &mut Self::Context) {
+        // New work of the priority the listing stands at, or a lower one, sorts after it
+        // (its message ids are newer); more urgent work, or a page added to an older
+        // message, would be missed: the listing starts over for the first, and at the
+        // once-a-second look for anything else.
+        let best = self.signal.take_best();
+        let behind = match (self.list_after, best) {
+            (Some((at, _)), Some(p)) => p.as_i16() < at.as_i16(),
+            _ => false,
+        };
+        if behind || !woken.signalled {
+            self.list_after = None;
+        }
         self.more_in_db = true;
         self.refill(ctx);
         self.pump(ctx);

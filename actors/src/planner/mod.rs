@@ -21,7 +21,6 @@
 //! It also measures how far planning is behind (`backlog.rs`), which the ingest uses to
 //! refuse work it could not deliver in reasonable time.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -334,6 +333,11 @@ impl Work {
         self.store.write_plans(&pages).await?;
 
         let deliveries = self.counted(pages.iter().flat_map(|p| p.deliveries.iter()));
+        self.wake(
+            pages
+                .iter()
+                .flat_map(|p| p.deliveries.iter().map(|d| (d, p.message.priority))),
+        );
         let now = Utc::now();
         let lag = metrics::histogram!(m::PLANNER_LAG_SECONDS);
         let mut by_priority = [0u64; 3];
@@ -429,6 +433,7 @@ impl Work {
         expand::to_users(&self.ids, &channels, &users, &mut out);
         self.store.write_targets(&message, &out).await?;
         self.counted(out.iter());
+        self.wake(out.iter().map(|d| (d, message.priority)));
         Ok(out
             .into_iter()
             .map(|d| PlannedTarget {
@@ -440,8 +445,25 @@ impl Work {
             .collect())
     }
 
-    /// Wakes the senders of the channels that got queued deliveries, and counts the
-    /// targets per (channel, outcome), not per delivery; answers how many there were.
+    /// Wakes the senders of the channels that got queued deliveries, telling each the
+    /// most urgent priority it got.
+    fn wake<'a>(&self, out: impl Iterator<Item = (&'a NewDelivery, Priority)>) {
+        let mut best: std::collections::HashMap<&str, Priority> = std::collections::HashMap::new();
+        for (d, priority) in out {
+            if d.state == DeliveryState::Queued {
+                let b = best.entry(d.channel_code.as_str()).or_insert(priority);
+                if priority.as_i16() < b.as_i16() {
+                    *b = priority;
+                }
+            }
+        }
+        for (channel, priority) in best {
+            self.signals.wake(channel, priority);
+        }
+    }
+
+    /// Counts the targets per (channel, outcome), not per delivery; answers how many
+    /// there were.
     fn counted<'a>(&self, out: impl Iterator<Item = &'a NewDelivery>) -> usize {
         let mut counts: std::collections::HashMap<(&str, &'static str), u64> =
             std::collections::HashMap::new();
@@ -457,11 +479,7 @@ impl Work {
                 .entry((d.channel_code.as_str(), outcome))
                 .or_default() += 1;
         }
-        let mut woken = HashSet::new();
         for ((channel, outcome), n) in counts {
-            if outcome == "queued" && woken.insert(channel) {
-                self.signals.wake(channel);
-            }
             metrics::counter!(m::PLANNER_TARGETS_TOTAL,
                 "channel" => channel.to_owned(), "outcome" => outcome)
             .increment(n);

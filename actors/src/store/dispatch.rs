@@ -166,9 +166,14 @@ impl Store {
         let times: Vec<DateTime<Utc>> = ids.iter().map(|id| id.created_at()).collect();
         let rows = client
             .query(
-                "SELECT m.id, m.request::text FROM messages m
-                 JOIN unnest($1::int4[], $2::int8[], $3::timestamptz[]) AS k(app_id, id, created_at)
-                   ON m.app_id = k.app_id AND m.id = k.id AND m.created_at = k.created_at",
+                // Each message looked up by key (LIMIT keeps the lookup a nested index
+                // probe whatever the day partition's statistics say).
+                "SELECT k.id, m.request::text
+                 FROM unnest($1::int4[], $2::int8[], $3::timestamptz[]) AS k(app_id, id, created_at)
+                 CROSS JOIN LATERAL (
+                     SELECT request FROM messages m
+                     WHERE m.app_id = k.app_id AND m.id = k.id AND m.created_at = k.created_at
+                     LIMIT 1) m",
                 &[&apps, &ids, &times],
             )
             .await?;

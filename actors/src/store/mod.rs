@@ -102,7 +102,27 @@ impl Store {
     pub async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         Ok(self.pool.get().await?)
     }
+}
 
+/// Makes a transaction that changes rows it names by key (a batch of ids joined from
+/// `unnest`) find them through their indexes.
+///
+/// Those statements are prepared once per connection and, after a few runs, executed
+/// with a generic plan chosen from the statistics of that moment. Chosen while a day
+/// partition was young (small, or not analysed yet), it is a hash join over a sequential
+/// scan of the whole partition, kept for the connection's life: each write of a few rows
+/// then reads every row of the day, and the cost grows through the day. Looking rows up
+/// by key is right at every size for these batches (at most a few thousand keys).
+pub(crate) async fn by_key(tx: &deadpool_postgres::Transaction<'_>) -> Result<(), StoreError> {
+    tx.batch_execute(
+        "SET LOCAL enable_seqscan = off; SET LOCAL enable_hashjoin = off; \
+         SET LOCAL enable_mergejoin = off",
+    )
+    .await?;
+    Ok(())
+}
+
+impl Store {
     /// `SELECT 1` with a deadline: used by `/readyz`.
     pub async fn ping(&self, deadline: Duration) -> bool {
         let probe = async {

@@ -82,9 +82,13 @@ impl Store {
         let times: Vec<DateTime<Utc>> = ids.iter().map(|id| id.created_at()).collect();
         let rows = client
             .query(
-                "SELECT m.id, m.channels, m.request::text FROM messages m
-                 JOIN unnest($1::int4[], $2::int8[], $3::timestamptz[]) AS k(app_id, id, created_at)
-                   ON m.app_id = k.app_id AND m.id = k.id AND m.created_at = k.created_at",
+                // Each message looked up by key (see `Store::message_requests`).
+                "SELECT k.id, m.channels, m.request::text
+                 FROM unnest($1::int4[], $2::int8[], $3::timestamptz[]) AS k(app_id, id, created_at)
+                 CROSS JOIN LATERAL (
+                     SELECT channels, request FROM messages m
+                     WHERE m.app_id = k.app_id AND m.id = k.id AND m.created_at = k.created_at
+                     LIMIT 1) m",
                 &[&apps, &ids, &times],
             )
             .await?;
@@ -220,6 +224,7 @@ impl Store {
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        super::by_key(&tx).await?;
         let groups: Vec<(&PlannedMessage, &[NewDelivery])> = pages
             .iter()
             .map(|p| (&p.message, p.deliveries.as_slice()))

@@ -145,6 +145,7 @@ impl Store {
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
+        super::by_key(&tx).await?;
         let ids: Vec<i64> = changes.iter().map(|c| c.delivery_id).collect();
         let msgs: Vec<MessagePk> = changes.iter().map(|c| c.message_pk).collect();
         // A delivery's `created_at` is its id's time: with it the update touches one day
