@@ -18,7 +18,7 @@ use chrono::Utc;
 use super::sender::ChannelSender;
 use super::work::{plan_pull, Content, MessageWork, Want, DISPATCH_ROWS, HIGH_HEADROOM};
 use crate::domain::send::SendRequest;
-use crate::domain::{DeliveryState, MessagePk};
+use crate::domain::{DeliveryState, MessagePk, Priority};
 use crate::receipts::{Finish, Record};
 use crate::store::dispatch::{DispatchRow, QueuedDelivery};
 use crate::store::status::StatusChange;
@@ -26,6 +26,9 @@ use crate::store::StoreError;
 
 /// What one pull brought back.
 pub struct Pulled {
+    /// The messages listed, and the first one left out for room.
+    rows: Vec<DispatchRow>,
+    left_out: Option<usize>,
     wants: Vec<Want>,
     deliveries: Vec<QueuedDelivery>,
     contents: HashMap<MessagePk, Option<Content>>,
@@ -94,15 +97,6 @@ impl ChannelSender {
             .filter(|w| !works.get(&w.0.message_pk).is_some_and(|k| k.content_loaded))
             .map(|w| (w.0.app_id, w.0.message_pk))
             .collect();
-        // The next listing goes on after what this one settled: everything up to the
-        // first message left out for room. What sorts before that is known (pulled, or
-        // finishing); the listing starts over when that may change (see `Woken`).
-        let key = |r: &DispatchRow| (r.priority, r.message_pk);
-        self.list_after = match left_out {
-            Some(0) => self.list_after,
-            Some(i) => Some(key(&rows[i - 1])),
-            None => rows.last().map(key).or(self.list_after),
-        };
         let listed_all = rows.len() < DISPATCH_ROWS as usize && left_out.is_none();
         let store = self.store.clone();
         let code = self.config.code.clone();
@@ -128,6 +122,8 @@ impl ChannelSender {
                 contents.insert(pk, value);
             }
             Ok::<_, StoreError>(Pulled {
+                rows,
+                left_out,
                 wants,
                 deliveries,
                 contents,
@@ -148,6 +144,8 @@ impl ChannelSender {
     /// Takes a pull's result into memory.
     fn take_pull(&mut self, pulled: Pulled, ctx: &mut Context<Self>) {
         let Pulled {
+            rows,
+            left_out,
             wants,
             deliveries,
             mut contents,
@@ -180,6 +178,11 @@ impl ChannelSender {
                 full = true;
             }
         }
+        self.list_after = next_listing(&rows, left_out, self.list_after, |pk| {
+            self.works
+                .get(&pk)
+                .is_some_and(|w| w.drained_at == Some(w.row.pages))
+        });
         let mut unsendable = Vec::new();
         for d in deliveries {
             match self.works.get_mut(&d.message_pk) {
@@ -285,5 +288,73 @@ impl ChannelSender {
             channel: self.config.code.clone(),
             changes,
         });
+    }
+}
+
+/// Where the next listing goes on from: after every listed message that is settled —
+/// found drained — up to the first that may hold more (left out for room, or pulled up to
+/// its limit). What sorts before that is known (held, or finishing); the listing starts
+/// over when that may change (see `Woken`).
+fn next_listing(
+    rows: &[DispatchRow],
+    left_out: Option<usize>,
+    was: Option<(Priority, MessagePk)>,
+    drained: impl Fn(MessagePk) -> bool,
+) -> Option<(Priority, MessagePk)> {
+    let stop = left_out.unwrap_or(rows.len());
+    let settled = rows[..stop]
+        .iter()
+        .take_while(|r| drained(r.message_pk))
+        .count();
+    match settled {
+        0 => was,
+        n => Some((rows[n - 1].priority, rows[n - 1].message_pk)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(pk: i64) -> DispatchRow {
+        DispatchRow {
+            message_pk: MessagePk(pk),
+            priority: Priority::Normal,
+            app_id: 1,
+            pages: 1,
+        }
+    }
+
+    #[test]
+    fn the_listing_goes_on_after_settled_messages_only() {
+        let rows: Vec<DispatchRow> = (1..=5).map(row).collect();
+        let at = |pk| Some((Priority::Normal, MessagePk(pk)));
+        let was = at(0);
+        type Row<'a> = (
+            &'a str,
+            Option<usize>,
+            &'a [i64],
+            Option<(Priority, MessagePk)>,
+        );
+        let table: &[Row] = &[
+            ("all drained", None, &[1, 2, 3, 4, 5], at(5)),
+            (
+                "stops before one that may hold more",
+                None,
+                &[1, 2, 4, 5],
+                at(2),
+            ),
+            (
+                "stops before one left out",
+                Some(3),
+                &[1, 2, 3, 4, 5],
+                at(3),
+            ),
+            ("the first may hold more: stays", None, &[2, 3], was),
+        ];
+        for (name, left_out, drained, want) in table {
+            let got = next_listing(&rows, *left_out, was, |pk| drained.contains(&pk.0));
+            assert_eq!(&got, want, "{name}");
+        }
     }
 }
