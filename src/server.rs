@@ -18,6 +18,7 @@ use actix_web::{web, App, HttpServer};
 use anyhow::Context as _;
 use umsd_actors::directory::Directory;
 use umsd_actors::domain::ids::IdGenerator;
+use umsd_actors::scheduler::ScheduleChanged;
 use umsd_actors::store::{migrate, PoolSettings, Store};
 use umsd_actors::supervisor::{GetIngest, GetReceipts, Shutdown, Supervisor, SupervisorConfig};
 
@@ -209,6 +210,7 @@ async fn start_on(config: Config, database: &Database) -> anyhow::Result<Started
         .context("cannot apply the configured apps and channels")?;
     let directory = Arc::new(Directory::load(&store).await?);
 
+    let schedule_changed = ScheduleChanged::default();
     let supervisor = Supervisor::new(
         store.clone(),
         directory.clone(),
@@ -219,6 +221,7 @@ async fn start_on(config: Config, database: &Database) -> anyhow::Result<Started
             partition_upkeep: Duration::from_secs(3600),
             channel_arbiters: config.delivery.channel_arbiters,
             receipt_grace: Duration::from_secs(config.delivery.receipt_grace_seconds),
+            schedule_changed: schedule_changed.clone(),
         },
     )
     .start();
@@ -244,6 +247,8 @@ async fn start_on(config: Config, database: &Database) -> anyhow::Result<Started
         ready: ready.clone(),
         metrics,
         bench_ids: IdGenerator::new(config.node_id),
+        retention_days: config.retention.days,
+        schedule_changed,
     });
     let listener = TcpListener::bind(config.http.listen)
         .with_context(|| format!("cannot listen on {}", config.http.listen))?;

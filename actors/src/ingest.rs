@@ -17,9 +17,10 @@ use tokio::sync::oneshot;
 
 use crate::domain::ids::IdGenerator;
 use crate::domain::send::NewMessage;
-use crate::domain::MessagePk;
+use crate::domain::{MessagePk, MessageStatus};
 use crate::metrics as m;
 use crate::planner::backlog::{admit, Admission, Behind, Bounds, PlanBacklog};
+use crate::scheduler::ScheduleChanged;
 use crate::store::ingest::{Assigned, GroupRequest, RequestResult};
 use crate::store::{Store, StoreError};
 
@@ -119,6 +120,8 @@ pub struct Ingest {
     wake_planner: Option<Arc<tokio::sync::Notify>>,
     /// How far planning is behind: read to admit sends, added to on each commit.
     backlog: Arc<PlanBacklog>,
+    /// Told after a commit that stored scheduled messages.
+    schedule_changed: Option<ScheduleChanged>,
 }
 
 impl Ingest {
@@ -131,6 +134,12 @@ impl Ingest {
     ) -> Self {
         self.wake_planner = Some(planner);
         self.backlog = backlog;
+        self
+    }
+
+    /// Tells the scheduler of every commit that stored scheduled messages.
+    pub fn with_scheduler(mut self, changed: ScheduleChanged) -> Self {
+        self.schedule_changed = Some(changed);
         self
     }
 
@@ -148,6 +157,7 @@ impl Ingest {
             drain_waiters: Vec::new(),
             wake_planner: None,
             backlog: Arc::default(),
+            schedule_changed: None,
         }
     }
 
@@ -262,14 +272,16 @@ impl Ingest {
                 let mut accepted: HashMap<(&str, &'static str), u64> = HashMap::new();
                 let mut replayed: HashMap<&str, u64> = HashMap::new();
                 let now = chrono::Utc::now();
-                let mut due = 0;
+                let (mut due, mut scheduled) = (0, 0);
                 for ((w, r), req) in group.iter().zip(&results).zip(requests) {
                     if let RequestResult::Stored(list) = r {
                         for (a, msg) in list.iter().zip(&req.messages) {
                             if a.replay {
                                 *replayed.entry(&w.app_key).or_default() += 1;
                             } else {
-                                if msg.message.send_at.is_none_or(|t| t <= now) {
+                                if msg.message.status == MessageStatus::Scheduled {
+                                    scheduled += 1;
+                                } else {
                                     due += 1;
                                 }
                                 *accepted
@@ -280,6 +292,11 @@ impl Ingest {
                     }
                 }
                 self.backlog.added(due, now);
+                if scheduled > 0 {
+                    if let Some(changed) = &self.schedule_changed {
+                        changed.notify();
+                    }
+                }
                 for ((app, priority), n) in accepted {
                     metrics::counter!(m::MESSAGES_ACCEPTED_TOTAL,
                         "app" => app.to_owned(), "priority" => priority)

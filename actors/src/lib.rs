@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod planner;
 pub mod providers;
 pub mod receipts;
+pub mod scheduler;
 pub mod store;
 pub mod supervisor;
 

@@ -48,6 +48,13 @@ pub const PLANNER_OLDEST_SECONDS: &str = "umsd_planner_oldest_seconds";
 pub const PLANNER_PASS_SECONDS: &str = "umsd_planner_pass_seconds";
 /// Histogram: messages (or pages of paged audiences) planned per pass.
 pub const PLANNER_PASS_MESSAGES: &str = "umsd_planner_pass_messages";
+/// Gauge: scheduled messages waiting for their time (counted every 5 s).
+pub const SCHEDULER_PENDING: &str = "umsd_scheduler_pending";
+/// Counter: scheduled messages handed to the planner at (or after) their time.
+pub const SCHEDULER_FIRED_TOTAL: &str = "umsd_scheduler_fired_total";
+/// Histogram: how late a scheduled message fired after its `send_at` (large values: umsd
+/// was not running at the time).
+pub const SCHEDULER_LATENESS_SECONDS: &str = "umsd_scheduler_lateness_seconds";
 /// Gauge: deliveries held in memory by a channel sender, by `channel` and `priority`.
 pub const CHANNEL_QUEUE_DEPTH: &str = "umsd_channel_queue_depth";
 /// Gauge: provider requests in flight, by `channel`.
@@ -133,6 +140,7 @@ pub const HISTOGRAMS: &[(&str, &[f64])] = &[
     (PLANNER_LAG_SECONDS, LATENCY_BUCKETS),
     (PLANNER_PASS_SECONDS, LATENCY_BUCKETS),
     (PLANNER_PASS_MESSAGES, BATCH_BUCKETS),
+    (SCHEDULER_LATENESS_SECONDS, LATENCY_BUCKETS),
     (CHANNEL_RATE_WAIT_SECONDS, LATENCY_BUCKETS),
     (PROVIDER_REQUEST_DURATION_SECONDS, LATENCY_BUCKETS),
     (ACCEPT_TO_SUBMIT_SECONDS, LATENCY_BUCKETS),
@@ -212,6 +220,19 @@ pub fn describe() {
     describe_histogram!(
         PLANNER_PASS_MESSAGES,
         "Messages (or pages of large audiences) planned per pass"
+    );
+    describe_gauge!(
+        SCHEDULER_PENDING,
+        "Scheduled messages waiting for their time"
+    );
+    describe_counter!(
+        SCHEDULER_FIRED_TOTAL,
+        "Scheduled messages handed to the planner"
+    );
+    describe_histogram!(
+        SCHEDULER_LATENESS_SECONDS,
+        Unit::Seconds,
+        "How late scheduled messages fired after their send_at"
     );
     describe_gauge!(
         CHANNEL_QUEUE_DEPTH,

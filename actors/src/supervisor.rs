@@ -8,8 +8,11 @@
 //!    ├─ Planner        audiences → deliveries; more targets on request    planner/
 //!    ├─ Receipts       the one writer of delivery status; tells           receipts/
 //!    │                 subscribers what it applied
+//!    ├─ Scheduler      hands scheduled messages to the planner at their   scheduler/
+//!    │                 time (also those due while umsd was down)
 //!    ├─ AppCallbacks   posts the outbox's events to the apps' callback    app_callbacks.rs
-//!    │                 URLs (Planner, Receipts and AppCallbacks share the engine arbiter)
+//!    │                 URLs (Planner, Receipts, Scheduler and AppCallbacks share the
+//!    │                 engine arbiter)
 //!    └─ ChannelSender  one per enabled channel, spread over the channel   channel/
 //!       │              arbiters; each builds its provider client (HTTP
 //!       │              pool, SMTP pool) on its arbiter                    providers/
@@ -22,7 +25,7 @@
 //! and the inbound requests each provider verifies), `store/` (PostgreSQL, split by who
 //! uses it), `directory.rs` (apps, channels and grants in memory, settings parsed),
 //! `metrics.rs` (metric names) and `domain/` (types, no I/O). Per-message strategy actors
-//! and a scheduler are to come under this Supervisor; the planner's `PlanTargets` and the
+//! are to come under this Supervisor; the planner's `PlanTargets` and the
 //! status writer's `SubscribeApplied` are what they will use.
 //!
 //! Ingest, Planner and Receipts run under actix's `Supervisor`, which restarts an actor
@@ -55,6 +58,7 @@ use crate::planner::backlog::PlanBacklog;
 use crate::planner::Planner;
 use crate::providers::{self, context::ProviderContext};
 use crate::receipts::{FlushAll, Receipts};
+use crate::scheduler::{ScheduleChanged, Scheduler};
 use crate::store::Store;
 
 #[derive(Debug, Clone)]
@@ -69,6 +73,8 @@ pub struct SupervisorConfig {
     pub channel_arbiters: usize,
     /// How long a receipt naming no known delivery is tried again before it is counted.
     pub receipt_grace: Duration,
+    /// Wakes the scheduler (the front door uses it after edits).
+    pub schedule_changed: ScheduleChanged,
 }
 
 /// A running channel sender and what it was started from.
@@ -274,8 +280,11 @@ impl Actor for Supervisor {
         let ingest_config = self.config.ingest.clone();
         let wake = planner_wake.clone();
         let seen = backlog.clone();
+        let changed = self.config.schedule_changed.clone();
         let ingest = actix::Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
-            Ingest::new(store, ids, ingest_config).with_planner(wake, seen)
+            Ingest::new(store, ids, ingest_config)
+                .with_planner(wake, seen)
+                .with_scheduler(changed)
         });
         self.ingest = Some(ingest);
         self.arbiters.push(arbiter);
@@ -293,19 +302,17 @@ impl Actor for Supervisor {
         // Delivery ids come from their own generator: message ids and delivery ids live
         // in different tables, and one generator per id space keeps each ordered.
         let delivery_ids = Arc::new(IdGenerator::new(node_id));
+        let wake = planner_wake.clone();
+        let seen = backlog.clone();
         self.planner = Some(actix::Supervisor::start_in_arbiter(
             &engine.handle(),
-            move |_| {
-                Planner::new(
-                    store,
-                    directory,
-                    delivery_ids,
-                    planner_wake,
-                    signals,
-                    backlog,
-                )
-            },
+            move |_| Planner::new(store, directory, delivery_ids, wake, signals, seen),
         ));
+        let store = self.store.clone();
+        let changed = self.config.schedule_changed.clone();
+        Scheduler::start_in_arbiter(&engine.handle(), move |_| {
+            Scheduler::new(store, changed, planner_wake, backlog)
+        });
         let store = self.store.clone();
         AppCallbacks::start_in_arbiter(&engine.handle(), move |_| AppCallbacks::new(store));
         self.engine = Some(engine);

@@ -22,6 +22,10 @@ pub enum ApiError {
     NotFound(String),
     #[error("message_id `{key}` was already used with a different body")]
     Conflict { key: String, field: String },
+    /// The resource is not in a state that allows the change (e.g. editing a message that
+    /// is no longer scheduled): 409 with `code`.
+    #[error("{message}")]
+    State { code: &'static str, message: String },
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
     #[error("the ingest queue is full; retry later")]
@@ -62,6 +66,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::NotFound(_) => "not_found",
             ApiError::Conflict { .. } => "idempotency_conflict",
+            ApiError::State { code, .. } => code,
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::QueueFull => "queue_full",
             ApiError::Behind { .. } => "planning_behind",
@@ -77,7 +82,7 @@ impl ApiError {
             ApiError::Field(_) => "validation",
             ApiError::Unauthorized | ApiError::Forbidden(_) => "unauthorized",
             ApiError::NotFound(_) => "not_found",
-            ApiError::Conflict { .. } => "conflict",
+            ApiError::Conflict { .. } | ApiError::State { .. } => "conflict",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::QueueFull => "queue_full",
             ApiError::Behind { .. } => "planning_behind",
@@ -103,7 +108,7 @@ impl ResponseError for ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::Conflict { .. } | ApiError::State { .. } => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::QueueFull | ApiError::Behind { .. } | ApiError::Unavailable(_) => {
                 StatusCode::SERVICE_UNAVAILABLE

@@ -14,7 +14,9 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use umsd_actors::directory::AppChannels;
-use umsd_actors::domain::send::{serde_field_error, FieldError, NewMessage, SendRequest};
+use umsd_actors::domain::send::{
+    serde_field_error, FieldError, NewMessage, SendClock, SendRequest,
+};
 use umsd_actors::ingest::{IngestError, Submit};
 use umsd_actors::store::history::MessageRecord;
 use umsd_actors::store::ingest::{Accepted, RequestResult};
@@ -101,7 +103,13 @@ pub fn check_batch_len(len: usize, max: usize, field: &str) -> Result<(), FieldE
     }
 }
 
-fn validate(app: &AuthedApp, request: SendRequest) -> Result<NewMessage, FieldError> {
+/// Validates a send for `app` against the clock (scheduling reaches as far as the history
+/// kept).
+pub fn validate(
+    state: &AppState,
+    app: &AuthedApp,
+    request: SendRequest,
+) -> Result<NewMessage, FieldError> {
     let entry = app
         .entry()
         .map_err(|_| FieldError::new("unauthorized", "", "the app disappeared while validating"))?;
@@ -109,10 +117,13 @@ fn validate(app: &AuthedApp, request: SendRequest) -> Result<NewMessage, FieldEr
         snapshot: &app.snapshot,
         app: entry,
     };
-    request.validate(&lookup, Utc::now())
+    request.validate(
+        &lookup,
+        SendClock::with_retention(Utc::now(), state.retention_days),
+    )
 }
 
-async fn check_references(
+pub async fn check_references(
     state: &AppState,
     app_id: i32,
     messages: &[NewMessage],
@@ -189,7 +200,7 @@ async fn accept_one(
     let app = auth::app(req, state)?;
     let body = read_body(req, payload).await?;
     let request: SendRequest = parse_json(&body)?;
-    let message = validate(&app, request)?;
+    let message = validate(state, &app, request)?;
     Ok((app, message))
 }
 
@@ -238,7 +249,8 @@ async fn send_batch(
     check_batch_len(batch.messages.len(), MAX_BATCH, "messages")?;
     let mut messages = Vec::with_capacity(batch.messages.len());
     for (i, m) in batch.messages.into_iter().enumerate() {
-        messages.push(validate(&app, m).map_err(|e| e.prefixed(&format!("messages[{i}]")))?);
+        messages
+            .push(validate(&state, &app, m).map_err(|e| e.prefixed(&format!("messages[{i}]")))?);
     }
     // The same key twice in one batch with different bodies can never be stored whole.
     for (i, m) in messages.iter().enumerate() {
@@ -373,7 +385,7 @@ async fn get_deliveries(
     })))
 }
 
-fn message_json(r: &MessageRecord) -> Value {
+pub fn message_json(r: &MessageRecord) -> Value {
     let funnel = |f: &umsd_actors::store::history::FunnelCounts, with_failed: bool| {
         let mut v = json!({
             "planned": f.planned, "effective": f.effective, "sent": f.sent,
@@ -394,13 +406,16 @@ fn message_json(r: &MessageRecord) -> Value {
         .iter()
         .map(|l| json!({"stage": l.stage, "channel": l.channel, "reason": l.reason, "count": l.count}))
         .collect();
+    let ts = |t: &chrono::DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
     json!({
         "id": r.id.to_string(),
         "message_id": r.message_id,
         "status": r.status.as_str(),
         "priority": r.priority.as_str(),
         "channels": r.channels,
-        "created_at": r.created_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "created_at": ts(&r.created_at),
+        "send_at": r.send_at.as_ref().map(ts),
+        "fired_at": r.fired_at.as_ref().map(ts),
         "funnel": {"users": funnel(&r.funnel_users, false), "channels": channels},
         "losses": losses,
     })

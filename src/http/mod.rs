@@ -10,6 +10,7 @@ pub mod inbox;
 pub mod messages;
 pub mod mo;
 pub mod ops;
+pub mod schedule;
 pub mod users;
 
 use std::sync::atomic::AtomicBool;
@@ -26,6 +27,7 @@ use umsd_actors::domain::ids::IdGenerator;
 use umsd_actors::ingest::Ingest;
 use umsd_actors::metrics as m;
 use umsd_actors::receipts::Receipts;
+use umsd_actors::scheduler::ScheduleChanged;
 use umsd_actors::store::Store;
 use umsd_actors::supervisor::Supervisor;
 
@@ -43,10 +45,15 @@ pub struct AppState {
     pub metrics: metrics_exporter_prometheus::PrometheusHandle,
     /// Ids for the benchmark null route (never stored).
     pub bench_ids: IdGenerator,
+    /// Days of history kept: how far ahead a send may be scheduled.
+    pub retention_days: u32,
+    /// Tells the scheduler that a scheduled message's time changed.
+    pub schedule_changed: ScheduleChanged,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig, bench: bool) {
     cfg.configure(messages::routes)
+        .configure(schedule::routes)
         .configure(users::routes)
         .configure(inbox::routes)
         .configure(mo::routes)

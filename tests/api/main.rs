@@ -16,6 +16,7 @@ mod channels;
 mod delivery;
 mod failures;
 mod hooks;
+mod schedule;
 mod send;
 mod sms;
 mod users;

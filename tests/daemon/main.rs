@@ -8,6 +8,7 @@ mod demo;
 mod embedded;
 mod planning;
 mod recovery;
+mod schedule;
 
 use std::fmt::Display;
 use std::fs;

@@ -43,6 +43,10 @@ pub struct MessageRecord {
     pub priority: Priority,
     pub channels: Vec<String>,
     pub created_at: DateTime<Utc>,
+    /// The requested time, for a scheduled message.
+    pub send_at: Option<DateTime<Utc>>,
+    /// When a scheduled message was handed to the planner.
+    pub fired_at: Option<DateTime<Utc>>,
     pub funnel_users: FunnelCounts,
     pub funnel_channels: BTreeMap<String, FunnelCounts>,
     pub losses: Vec<Loss>,
@@ -191,7 +195,7 @@ async fn read_message(
     // created_at is derived from the id, so the lookup touches one partition.
     let Some(row) = client
         .query_opt(
-            "SELECT message_id, status, priority, channels FROM messages
+            "SELECT message_id, status, priority, channels, send_at, fired_at FROM messages
              WHERE id = $1 AND app_id = $2 AND created_at = $3",
             &[&id, &app_id, &created_at],
         )
@@ -309,6 +313,8 @@ async fn read_message(
             .ok_or_else(|| StoreError::Data(format!("message {id} has priority {priority}")))?,
         channels,
         created_at,
+        send_at: row.get(4),
+        fired_at: row.get(5),
         funnel_users: FunnelCounts {
             planned: users.get(0),
             effective: users.get(1),

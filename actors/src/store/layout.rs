@@ -51,6 +51,17 @@ const QUEUE_TYPES: &[Type] = &[
     Type::INT4,
 ];
 
+/// Scheduled messages, until their time (the scheduler moves them to the queue).
+pub const COPY_SCHEDULE: &str = "COPY message_schedule (id, app_id, priority, due_at, node_id) \
+     FROM STDIN (FORMAT binary)";
+const SCHEDULE_TYPES: &[Type] = &[
+    Type::INT8,
+    Type::INT4,
+    Type::INT2,
+    Type::TIMESTAMPTZ,
+    Type::INT4,
+];
+
 /// The name of the idempotency keys' primary key, as a unique violation names it.
 pub const KEYS_PKEY: &str = "message_keys_pkey";
 
@@ -69,7 +80,8 @@ pub struct MessageRows<'a> {
     /// The canonical request JSON.
     pub request_json: &'a str,
     pub body_hash: &'a [u8],
-    /// When the planner may take it (its `send_at`, or at once).
+    /// When the planner may take it (its `send_at`, or at once). A `Scheduled` message
+    /// waits in `message_schedule` until then instead of in the planner's queue.
     pub not_before: DateTime<Utc>,
     /// The node that accepted it.
     pub node_id: i32,
@@ -77,11 +89,12 @@ pub struct MessageRows<'a> {
     pub created_at: DateTime<Utc>,
 }
 
-/// The three `COPY` statements, prepared on the connection that runs them.
+/// The `COPY` statements, prepared on the connection that runs them.
 pub struct CopyStatements {
     pub keys: Statement,
     pub messages: Statement,
     pub queue: Statement,
+    pub schedule: Statement,
 }
 
 impl CopyStatements {
@@ -91,6 +104,7 @@ impl CopyStatements {
             keys: client.prepare(COPY_KEYS).await?,
             messages: client.prepare(COPY_MESSAGES).await?,
             queue: client.prepare(COPY_QUEUE).await?,
+            schedule: client.prepare(COPY_SCHEDULE).await?,
         })
     }
 
@@ -102,11 +116,13 @@ impl CopyStatements {
             keys: tx.prepare_cached(COPY_KEYS).await?,
             messages: tx.prepare_cached(COPY_MESSAGES).await?,
             queue: tx.prepare_cached(COPY_QUEUE).await?,
+            schedule: tx.prepare_cached(COPY_SCHEDULE).await?,
         })
     }
 }
 
-/// Writes the rows of `messages` in `tx`: keys, messages, queue, one `COPY` each.
+/// Writes the rows of `messages` in `tx`: keys, messages, then the planner's queue (or
+/// the schedule, for scheduled messages), one `COPY` each.
 pub async fn copy_messages(
     tx: &tokio_postgres::Transaction<'_>,
     stmts: &CopyStatements,
@@ -154,21 +170,41 @@ pub async fn copy_messages(
     }
     writer.finish().await?;
 
-    let writer = BinaryCopyInWriter::new(tx.copy_in(&stmts.queue).await?, QUEUE_TYPES);
-    pin_mut!(writer);
-    for m in messages {
-        writer
-            .as_mut()
-            .write(&[
-                &m.id,
-                &m.priority.as_i16(),
-                &m.not_before,
-                &m.node_id,
-                &m.app_id,
-            ])
-            .await?;
+    let scheduled = |m: &&MessageRows<'_>| m.status == MessageStatus::Scheduled;
+    if messages.iter().any(|m| !scheduled(&m)) {
+        let writer = BinaryCopyInWriter::new(tx.copy_in(&stmts.queue).await?, QUEUE_TYPES);
+        pin_mut!(writer);
+        for m in messages.iter().filter(|m| !scheduled(m)) {
+            writer
+                .as_mut()
+                .write(&[
+                    &m.id,
+                    &m.priority.as_i16(),
+                    &m.not_before,
+                    &m.node_id,
+                    &m.app_id,
+                ])
+                .await?;
+        }
+        writer.finish().await?;
     }
-    writer.finish().await?;
+    if messages.iter().any(|m| scheduled(&m)) {
+        let writer = BinaryCopyInWriter::new(tx.copy_in(&stmts.schedule).await?, SCHEDULE_TYPES);
+        pin_mut!(writer);
+        for m in messages.iter().filter(scheduled) {
+            writer
+                .as_mut()
+                .write(&[
+                    &m.id,
+                    &m.app_id,
+                    &m.priority.as_i16(),
+                    &m.not_before,
+                    &m.node_id,
+                ])
+                .await?;
+        }
+        writer.finish().await?;
+    }
     Ok(())
 }
 

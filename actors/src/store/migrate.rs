@@ -29,6 +29,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "queues",
         include_str!("../../../migrations/0007_queues.sql"),
     ),
+    (
+        8,
+        "schedule",
+        include_str!("../../../migrations/0008_schedule.sql"),
+    ),
 ];
 
 /// Arbitrary but fixed key for the advisory lock that serialises migrating nodes.

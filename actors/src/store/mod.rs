@@ -16,6 +16,7 @@ pub mod migrate;
 pub mod mo;
 pub mod partitions;
 pub mod plan;
+pub mod schedule;
 pub mod status;
 pub mod users;
 

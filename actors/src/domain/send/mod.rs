@@ -18,17 +18,18 @@ mod access;
 mod address;
 mod content;
 mod error;
+mod schedule;
 mod validate;
 
 pub use access::{ChannelAccess, ChannelLookup};
 pub use address::{is_address_for, is_idempotency_key, is_user_id};
 pub use error::{serde_field_error, FieldError};
+pub use schedule::{when, Refused, SendClock, When, SEND_AT_TOLERANCE_SECONDS};
 
 pub const MAX_USER_IDS: usize = 1000;
 pub const MAX_ADDRESSES: usize = 1000;
 pub const MAX_TAGS: usize = 100;
 pub const MAX_TTL_SECONDS: u32 = 30 * 24 * 3600;
-pub const MAX_SCHEDULE_AHEAD_DAYS: i64 = 60;
 pub const MAX_TEXT_CHARS: usize = 4000;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -10,18 +10,19 @@ use super::address::{check_id, is_address_for, is_user_id};
 use super::content::check_content;
 use super::error::FieldError;
 use super::{
-    Audience, NewMessage, Reference, SendRequest, MAX_ADDRESSES, MAX_SCHEDULE_AHEAD_DAYS, MAX_TAGS,
-    MAX_TTL_SECONDS, MAX_USER_IDS,
+    when, Audience, NewMessage, Reference, Refused, SendClock, SendRequest, When, MAX_ADDRESSES,
+    MAX_TAGS, MAX_TTL_SECONDS, MAX_USER_IDS, SEND_AT_TOLERANCE_SECONDS,
 };
 use crate::domain::{ChannelType, IdempotencyKey, MessageStatus};
 
 impl SendRequest {
-    /// Checks every rule that needs no database; `now` decides scheduled vs accepted.
+    /// Checks every rule that needs no database; `clock` decides scheduled vs accepted.
     pub fn validate(
         self,
         channels: &dyn ChannelLookup,
-        now: DateTime<Utc>,
+        clock: SendClock,
     ) -> Result<NewMessage, FieldError> {
+        let now = clock.now;
         let mut refs = Vec::new();
         let message_id = match &self.message_id {
             None => None,
@@ -125,25 +126,37 @@ impl SendRequest {
 
         let send_at = match &self.send_at {
             None => None,
-            Some(s) => {
-                let t = DateTime::parse_from_rfc3339(s)
+            Some(s) => Some(
+                DateTime::parse_from_rfc3339(s)
                     .map_err(|_| {
                         FieldError::new("invalid_value", "send_at", "must be an RFC 3339 time")
                     })?
-                    .with_timezone(&Utc);
-                if t > now + Duration::days(MAX_SCHEDULE_AHEAD_DAYS) {
-                    return Err(FieldError::new(
-                        "invalid_value",
-                        "send_at",
-                        format!("at most {MAX_SCHEDULE_AHEAD_DAYS} days ahead"),
-                    ));
-                }
-                Some(t)
-            }
+                    .with_timezone(&Utc),
+            ),
         };
-        let status = match send_at {
-            Some(t) if t > now => MessageStatus::Scheduled,
-            _ => MessageStatus::Accepted,
+        let status = match send_at.map(|t| when(t, clock)) {
+            None | Some(Ok(When::Now)) => MessageStatus::Accepted,
+            Some(Ok(When::At(_))) => MessageStatus::Scheduled,
+            Some(Err(Refused::Past)) => {
+                return Err(FieldError::new(
+                    "invalid_value",
+                    "send_at",
+                    format!(
+                        "is in the past (more than {SEND_AT_TOLERANCE_SECONDS} s ago); \
+                         leave it out to send now"
+                    ),
+                ))
+            }
+            Some(Err(Refused::TooFarAhead)) => {
+                return Err(FieldError::new(
+                    "invalid_value",
+                    "send_at",
+                    format!(
+                        "may be at most {} days ahead (the history kept, less a day)",
+                        clock.max_ahead.num_days()
+                    ),
+                ))
+            }
         };
         let expires_at = match self.ttl_seconds {
             None => None,
@@ -321,8 +334,8 @@ mod tests {
     fn a_plain_send_validates_and_hashes_stably() {
         let body = serde_json::json!({"message_id": "k1", "audience": {"user_ids": ["u1"]},
             "channels": ["inbox"], "content": {"inbox": {"title": "t", "body": "b"}}});
-        let a = req(body.clone()).validate(&Two, Utc::now());
-        let b = req(body).validate(&Two, Utc::now());
+        let a = req(body.clone()).validate(&Two, SendClock::with_retention(Utc::now(), 7));
+        let b = req(body).validate(&Two, SendClock::with_retention(Utc::now(), 7));
         let (a, b) = (
             a.unwrap_or_else(|e| panic!("{e}")),
             b.unwrap_or_else(|e| panic!("{e}")),
@@ -395,10 +408,23 @@ mod tests {
                 "send_at",
                 "invalid_value",
             ),
+            (
+                serde_json::json!({"audience": {"user_ids": ["u1"]}, "channels": ["inbox"],
+                "send_at": "2020-01-01T00:00:00Z", "content": {"inbox": {"title": "t", "body": "b"}}}),
+                "send_at",
+                "invalid_value",
+            ),
+            (
+                serde_json::json!({"audience": {"user_ids": ["u1"]}, "channels": ["inbox"],
+                "send_at": (Utc::now() + Duration::days(7)).to_rfc3339(),
+                "content": {"inbox": {"title": "t", "body": "b"}}}),
+                "send_at",
+                "invalid_value",
+            ),
         ];
         for (body, field, code) in cases {
             let err = req(body.clone())
-                .validate(&Two, Utc::now())
+                .validate(&Two, SendClock::with_retention(Utc::now(), 7))
                 .err()
                 .unwrap_or_else(|| panic!("accepted {body}"));
             assert_eq!((err.field.as_str(), err.code), (field, code), "{body}");
@@ -412,7 +438,7 @@ mod tests {
             serde_json::json!({"audience": {"broadcast": true}, "channels": ["inbox"],
             "send_at": at, "content": {"inbox": {"title": "t", "body": "b"}}}),
         )
-        .validate(&Two, Utc::now())
+        .validate(&Two, SendClock::with_retention(Utc::now(), 7))
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(m.status, MessageStatus::Scheduled);
     }

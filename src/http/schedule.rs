@@ -1,0 +1,188 @@
+//! Scheduled messages: `GET /v1/messages?status=scheduled` lists them, `PATCH
+//! /v1/messages/{id}` edits one (content, time) until it is due, `DELETE
+//! /v1/messages/{id}` cancels one.
+//!
+//! Each change is one transaction that takes the message's schedule row first (see
+//! `store/schedule.rs`): once the scheduler has handed a message to the planner, edits and
+//! cancels answer 409 `not_scheduled` and change nothing.
+
+use std::collections::BTreeMap;
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use chrono::Utc;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use umsd_actors::domain::send::{FieldError, SendRequest};
+use umsd_actors::domain::{MessagePk, MessageStatus};
+use umsd_actors::store::schedule::{ScheduleChange, ScheduleEdit};
+
+use super::auth;
+use super::error::ApiError;
+use super::messages::{check_references, message_json, parse_json, read_body, validate};
+use super::AppState;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/messages", web::get().to(list))
+        .route("/v1/messages/{id}", web::patch().to(edit))
+        .route("/v1/messages/{id}", web::delete().to(cancel));
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    cursor: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /v1/messages?status=scheduled`: the app's scheduled messages, newest first.
+async fn list(
+    req: HttpRequest,
+    query: web::Query<ListQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let app = auth::app(&req, &state)?;
+    let app_id = app.entry()?.id;
+    let q = query.into_inner();
+    if q.status.as_deref() != Some("scheduled") {
+        return Err(FieldError::new(
+            "invalid_value",
+            "status",
+            "messages are listed by `status=scheduled`",
+        )
+        .into());
+    }
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(FieldError::new("invalid_value", "limit", "must be 1-1000").into());
+    }
+    let before = match &q.cursor {
+        None => None,
+        Some(c) => Some(MessagePk::parse(c).ok_or_else(|| {
+            FieldError::new("invalid_value", "cursor", "not a cursor from this API")
+        })?),
+    };
+    let list = state.store.list_scheduled(app_id, before, limit).await?;
+    let ts = |t: &chrono::DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let next = (list.len() as i64 == limit)
+        .then(|| list.last().map(|m| m.id.to_string()))
+        .flatten();
+    let items: Vec<Value> = list
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m.id.to_string(), "message_id": m.message_id, "status": "scheduled",
+                "priority": m.priority.as_str(), "channels": m.channels,
+                "created_at": ts(&m.id.created_at()), "send_at": ts(&m.due_at),
+            })
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "messages": items, "next_cursor": next })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EditRequest {
+    send_at: Option<String>,
+    content: Option<BTreeMap<String, Value>>,
+}
+
+fn not_scheduled(ident: &str, status: MessageStatus, what: &str) -> ApiError {
+    ApiError::State {
+        code: "not_scheduled",
+        message: format!(
+            "message `{ident}` is `{}`: only a scheduled message can be {what}",
+            status.as_str()
+        ),
+    }
+}
+
+/// `PATCH /v1/messages/{id}`: new content and/or time for a message that waits for its
+/// time. The edited request is validated as a send would be (a time already due sends it
+/// now); the answer is the message as `GET` shows it.
+async fn edit(
+    req: HttpRequest,
+    path: web::Path<String>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let app = auth::app(&req, &state)?;
+    let app_id = app.entry()?.id;
+    let ident = path.into_inner();
+    let body = read_body(&req, payload).await?;
+    let change: EditRequest = parse_json(&body)?;
+    if change.send_at.is_none() && change.content.is_none() {
+        return Err(
+            FieldError::new("invalid_value", "", "give `send_at`, `content` or both").into(),
+        );
+    }
+    let (id, stored) = state
+        .store
+        .find_request(app_id, &ident)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no message `{ident}`")))?;
+    let mut request: SendRequest = serde_json::from_str(&stored)
+        .map_err(|e| ApiError::Internal(format!("stored request of {id}: {e}").into()))?;
+    if let Some(content) = change.content {
+        request.content = Some(content);
+        request.template = None;
+    }
+    if let Some(send_at) = change.send_at {
+        request.send_at = Some(send_at);
+    }
+    let message = validate(&state, &app, request)?;
+    check_references(&state, app_id, std::slice::from_ref(&message), |_| None).await?;
+    let now = Utc::now();
+    let due_at = match (message.status, message.send_at) {
+        (MessageStatus::Scheduled, Some(t)) => t,
+        _ => now,
+    };
+    let edit = ScheduleEdit {
+        request_json: message.request_json,
+        send_at: message.send_at,
+        expires_at: message.expires_at,
+        due_at,
+    };
+    match state.store.edit_scheduled(app_id, id, &edit).await? {
+        ScheduleChange::Changed => state.schedule_changed.notify(),
+        ScheduleChange::NotScheduled(s) => return Err(not_scheduled(&ident, s, "edited")),
+        ScheduleChange::NotFound => {
+            return Err(ApiError::NotFound(format!("no message `{ident}`")))
+        }
+    }
+    answer(&state, app_id, &ident).await
+}
+
+/// `DELETE /v1/messages/{id}`: cancels a message that waits for its time (it becomes
+/// `cancelled` and is never sent).
+async fn cancel(
+    req: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let app = auth::app(&req, &state)?;
+    let app_id = app.entry()?.id;
+    let ident = path.into_inner();
+    let (id, _) = state
+        .store
+        .find_request(app_id, &ident)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no message `{ident}`")))?;
+    match state.store.cancel_scheduled(app_id, id).await? {
+        ScheduleChange::Changed => {}
+        ScheduleChange::NotScheduled(s) => return Err(not_scheduled(&ident, s, "cancelled")),
+        ScheduleChange::NotFound => {
+            return Err(ApiError::NotFound(format!("no message `{ident}`")))
+        }
+    }
+    answer(&state, app_id, &ident).await
+}
+
+async fn answer(state: &AppState, app_id: i32, ident: &str) -> Result<HttpResponse, ApiError> {
+    let record = state
+        .store
+        .find_message(app_id, ident)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no message `{ident}`")))?;
+    Ok(HttpResponse::Ok().json(message_json(&record)))
+}
