@@ -88,11 +88,16 @@ struct EditRequest {
 }
 
 fn not_scheduled(ident: &str, status: MessageStatus, what: &str) -> ApiError {
+    let fate = match status {
+        MessageStatus::Cancelled => "was cancelled",
+        MessageStatus::Recalled => "was recalled",
+        _ => "went out at its time",
+    };
     ApiError::State {
         code: "not_scheduled",
         message: format!(
-            "message `{ident}` is `{}`: only a scheduled message can be {what}",
-            status.as_str()
+            "message `{ident}` is no longer scheduled (it {fate}): only a scheduled message \
+             can be {what}"
         ),
     }
 }
