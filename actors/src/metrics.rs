@@ -76,6 +76,12 @@ pub const ACCEPT_TO_SUBMIT_SECONDS: &str = "umsd_accept_to_submit_seconds";
 pub const RECEIPTS_TOTAL: &str = "umsd_receipts_total";
 /// Counter: receipts whose provider id matched no delivery, by `channel`.
 pub const RECEIPTS_UNMATCHED_TOTAL: &str = "umsd_receipts_unmatched_total";
+/// Counter: receipts that came after the delivery's receipt window had closed (it was
+/// `unknown`; the receipt still applies), by `channel`.
+pub const RECEIPTS_LATE_TOTAL: &str = "umsd_receipts_late_total";
+/// Counter: deliveries made `unknown` because no receipt came within the window, by
+/// `channel`.
+pub const RECEIPT_WINDOWS_CLOSED_TOTAL: &str = "umsd_receipt_windows_closed_total";
 /// Counter: status changes written, by `outcome` (applied, stale).
 pub const STATUS_WRITES_TOTAL: &str = "umsd_status_writes_total";
 /// Histogram: status changes per write transaction.
@@ -264,6 +270,14 @@ pub fn describe() {
         "Time from acceptance to submission to the provider"
     );
     describe_counter!(RECEIPTS_TOTAL, "Receipts by channel and kind");
+    describe_counter!(
+        RECEIPTS_LATE_TOTAL,
+        "Receipts that came after the delivery's receipt window closed"
+    );
+    describe_counter!(
+        RECEIPT_WINDOWS_CLOSED_TOTAL,
+        "Deliveries made unknown: no receipt within the channel's receipt window"
+    );
     describe_counter!(
         RECEIPTS_UNMATCHED_TOTAL,
         "Receipts whose provider id matched no delivery"

@@ -20,6 +20,7 @@ mod schedule;
 mod send;
 mod sms;
 mod users;
+mod windows;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

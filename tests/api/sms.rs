@@ -11,10 +11,10 @@ use crate::{TestApp, ADMIN, DEMO};
 /// Each test its own channel code: metrics are process-wide and tests run side by side.
 static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
-struct Rig {
-    app: TestApp,
-    sim: IsmgHandle,
-    code: String,
+pub(crate) struct Rig {
+    pub(crate) app: TestApp,
+    pub(crate) sim: IsmgHandle,
+    pub(crate) code: String,
 }
 
 /// Channel settings pointing at `sim`, with `extra` merged in.
@@ -35,7 +35,7 @@ fn settings(sim: &IsmgHandle, extra: Value) -> Value {
 }
 
 impl Rig {
-    async fn new(sim: IsmgConfig, channel: Value) -> Rig {
+    pub(crate) async fn new(sim: IsmgConfig, channel: Value) -> Rig {
         let app = TestApp::spawn().await;
         let code = format!(
             "cmpp{}",
@@ -55,7 +55,7 @@ impl Rig {
         Rig { app, sim, code }
     }
 
-    async fn users(&self, n: usize) -> Vec<String> {
+    pub(crate) async fn users(&self, n: usize) -> Vec<String> {
         let mut users = Vec::new();
         let rows: Vec<Value> = (0..n)
             .map(|i| {
@@ -75,7 +75,7 @@ impl Rig {
         users
     }
 
-    async fn send(&self, users: &[String], text: &str) -> String {
+    pub(crate) async fn send(&self, users: &[String], text: &str) -> String {
         let (status, sent) = self
             .app
             .send(&json!({
@@ -89,7 +89,7 @@ impl Rig {
     }
 
     /// Waits until every delivery of the message is final; returns them.
-    async fn settled(&self, id: &str, seconds: u64) -> Vec<Value> {
+    pub(crate) async fn settled(&self, id: &str, seconds: u64) -> Vec<Value> {
         self.app
             .wait_for(&format!("/v1/messages/{id}"), seconds, |m| {
                 m["status"] == "done"
@@ -119,7 +119,7 @@ impl Rig {
     }
 }
 
-fn sim_config() -> IsmgConfig {
+pub(crate) fn sim_config() -> IsmgConfig {
     IsmgConfig {
         report_delay_ms: 50,
         ..IsmgConfig::default()

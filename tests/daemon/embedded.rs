@@ -192,7 +192,7 @@ async fn check_config_and_migrate_commands() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied: 8"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied: 9"));
     assert!(
         !dir.join("data/pg/postmaster.pid").exists(),
         "the cluster was stopped"

@@ -58,11 +58,26 @@ pub struct ChannelConfig {
     /// A lower-priority delivery waiting this long goes before higher-priority work.
     pub aging: Duration,
     pub retry: RetryPolicy,
+    /// How long after a delivery was submitted its receipt may take: then it becomes
+    /// `unknown` (`settings.receipt_window_seconds`, default per type, see
+    /// [`default_receipt_window`]).
+    pub receipt_window: chrono::Duration,
     /// Extra trusted roots for the provider's HTTPS endpoints (`settings.tls_ca_file`),
     /// beside the system's.
     pub tls_roots: Vec<reqwest::Certificate>,
     /// The provider's own settings (credentials, endpoints), typed.
     pub provider: ChannelSettings,
+}
+
+/// The receipt window of a channel type, in seconds: how long after submission a
+/// delivery's receipt is waited for. SMS reports can come as late as the carrier's
+/// validity period allows (a day here); the app-push and messaging APIs report within
+/// minutes, so an hour is generous.
+pub fn default_receipt_window(t: ChannelType) -> u64 {
+    match t {
+        ChannelType::SmsCmpp | ChannelType::Jsms => 86_400,
+        _ => 3_600,
+    }
 }
 
 impl ChannelConfig {
@@ -88,6 +103,12 @@ impl ChannelConfig {
         let base = knob("retry_base_ms", 1000, 1, 3_600_000)?;
         let max = knob("retry_max_ms", 300_000, 1, 86_400_000)?;
         let aging = knob("aging_seconds", 30, 1, 86_400)?;
+        let receipt_window = knob(
+            "receipt_window_seconds",
+            default_receipt_window(row.channel_type),
+            1,
+            30 * 86_400,
+        )?;
         let tls_roots = match provider
             .as_object_mut()
             .and_then(|o| o.remove("tls_ca_file"))
@@ -134,6 +155,7 @@ impl ChannelConfig {
             pool_size,
             backlog,
             aging: Duration::from_secs(aging),
+            receipt_window: chrono::Duration::seconds(receipt_window as i64),
             retry: RetryPolicy {
                 max_attempts,
                 base: Duration::from_millis(base),

@@ -276,6 +276,7 @@ impl ChannelSender {
                 state: DeliveryState::Failed,
                 from: &[DeliveryState::Queued],
                 provider_id: None,
+                receipt_by: None,
                 code: Some("no_content".into()),
                 reason: Some("the message has no content for this channel".into()),
                 attempts: r.attempts,

@@ -269,6 +269,7 @@ impl ChannelSender {
                 attempts,
                 expect_receipt: None,
                 segments: Vec::new(),
+                receipt_by: None,
                 at,
             };
             match settle(attempt, attempts, self.config.retry.max_attempts) {
@@ -287,10 +288,14 @@ impl ChannelSender {
                     self.meters
                         .accept_to_submit
                         .record(lag.num_microseconds().unwrap_or(0) as f64 / 1e6);
+                    let receipt_by = (state == DeliveryState::Submitted
+                        && expect_receipt.is_some())
+                    .then(|| at + self.config.receipt_window);
                     changes.push(StatusChange {
                         provider_id,
                         expect_receipt,
                         segments,
+                        receipt_by,
                         ..change(state, &[DeliveryState::Queued])
                     });
                     self.release(message_pk);

@@ -15,10 +15,13 @@ pub enum DeliveryState {
     Recalled,
     /// Opened by the recipient (DingTalk, Feishu read receipts); counts as delivered.
     Read,
+    /// Sent, but no receipt came within the channel's receipt window: final (a receipt
+    /// that comes later still moves it on).
+    Unknown,
 }
 
 impl DeliveryState {
-    pub const ALL: [DeliveryState; 10] = [
+    pub const ALL: [DeliveryState; 11] = [
         DeliveryState::Planned,
         DeliveryState::Filtered,
         DeliveryState::Queued,
@@ -29,6 +32,7 @@ impl DeliveryState {
         DeliveryState::Clicked,
         DeliveryState::Recalled,
         DeliveryState::Read,
+        DeliveryState::Unknown,
     ];
 
     pub fn as_i16(self) -> i16 {
@@ -51,6 +55,7 @@ impl DeliveryState {
             DeliveryState::Clicked => "clicked",
             DeliveryState::Recalled => "recalled",
             DeliveryState::Read => "read",
+            DeliveryState::Unknown => "unknown",
         }
     }
 
@@ -75,6 +80,7 @@ impl DeliveryState {
                 | DeliveryState::Undelivered
                 | DeliveryState::Clicked
                 | DeliveryState::Read
+                | DeliveryState::Unknown
         )
     }
 

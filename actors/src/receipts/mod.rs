@@ -26,12 +26,13 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 mod events;
+mod windows;
 mod write;
 
 pub use events::{
     Finish, FlushAll, Incoming, ReceiptEvent, ReceiptKey, Record, StatusApplied, SubscribeApplied,
 };
-pub use write::receipt_from;
+pub use write::{late_from, receipt_from};
 use write::{write, Held};
 
 use crate::domain::{ChannelCode, MessagePk};
@@ -50,6 +51,10 @@ const HIGH_WATER: usize = 20_000;
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(30);
 /// How often the apps that want delivery callbacks are looked up.
 const CALLBACK_APPS_REFRESH: Duration = Duration::from_secs(2);
+/// How often receipt windows that closed are looked for (`windows.rs`).
+const WINDOWS_EVERY: Duration = Duration::from_secs(1);
+/// The code a delivery made `unknown` by its receipt window is reported with.
+pub const NO_RECEIPT: &str = "no_receipt";
 /// Most receipts held (pending or in grace); beyond it new ones are refused.
 const MAX_RECEIPTS: usize = 200_000;
 
@@ -89,6 +94,8 @@ pub struct Receipts {
     callback_apps: Arc<HashSet<i32>>,
     /// Told of every change applied.
     subscribers: Vec<Recipient<StatusApplied>>,
+    /// A batch of receipt windows is being closed.
+    closing: bool,
 }
 
 impl Receipts {
@@ -102,6 +109,7 @@ impl Receipts {
             waiters: Vec::new(),
             callback_apps: Arc::new(HashSet::new()),
             subscribers: Vec::new(),
+            closing: false,
         }
     }
 
@@ -259,6 +267,7 @@ impl Actor for Receipts {
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(1024);
         ctx.run_interval(Duration::from_millis(10), |act, ctx| act.flush(ctx));
+        ctx.run_interval(WINDOWS_EVERY, |act, ctx| act.close_windows(ctx));
         ctx.run_interval(CALLBACK_APPS_REFRESH, |act, ctx| {
             let store = act.store.clone();
             ctx.spawn(

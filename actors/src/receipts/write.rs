@@ -23,6 +23,18 @@ fn is_part_outcome(state: DeliveryState) -> bool {
     matches!(state, DeliveryState::Delivered | DeliveryState::Undelivered)
 }
 
+/// The states a receipt that comes after the delivery's receipt window closed may move it
+/// from: a late receipt is still recorded.
+pub fn late_from(state: DeliveryState) -> &'static [DeliveryState] {
+    match state {
+        DeliveryState::Delivered
+        | DeliveryState::Undelivered
+        | DeliveryState::Read
+        | DeliveryState::Clicked => &[DeliveryState::Unknown],
+        _ => &[],
+    }
+}
+
 /// The states a receipt may move a delivery from.
 pub fn receipt_from(state: DeliveryState) -> &'static [DeliveryState] {
     use DeliveryState::*;
@@ -105,6 +117,8 @@ pub(super) async fn write(
     let now = Instant::now();
     let mut held = Vec::new();
     let mut receipt_count: HashMap<(ChannelCode, &'static str), u64> = HashMap::new();
+    // Receipt changes, to try again from `unknown` if they find their delivery moved on.
+    let mut from_receipts: Vec<(ChannelCode, StatusChange)> = Vec::new();
     for mut h in due {
         let id = match &h.event.key {
             ReceiptKey::Delivery { id, message_pk } => Some((*id, *message_pk)),
@@ -137,7 +151,7 @@ pub(super) async fn write(
                 *receipt_count
                     .entry((h.event.channel.clone(), h.event.state.as_str()))
                     .or_default() += 1;
-                all.push(StatusChange {
+                let change = StatusChange {
                     delivery_id: id,
                     message_pk,
                     state: h.event.state,
@@ -148,8 +162,13 @@ pub(super) async fn write(
                     attempts: 0,
                     expect_receipt: None,
                     segments: Vec::new(),
+                    receipt_by: None,
                     at: h.event.at,
-                });
+                };
+                if !late_from(change.state).is_empty() {
+                    from_receipts.push((h.event.channel.clone(), change.clone()));
+                }
+                all.push(change);
             }
             None if now.duration_since(h.first_seen) < grace => {
                 h.next_try = now + Duration::from_secs(1);
@@ -164,27 +183,48 @@ pub(super) async fn write(
         }
     }
 
-    // Rounds of unique delivery ids, in arrival order.
-    let mut reported = Vec::new();
-    let mut rest = all;
-    while !rest.is_empty() {
+    // Rounds of unique delivery ids, in arrival order. What applied is needed to find
+    // late receipts when there are receipts.
+    let report = report || !from_receipts.is_empty();
+    let mut reported = match apply_rounds(store, &channel_of, all, callback_apps, report).await {
+        Ok(r) => r,
+        Err(e) => return Err((e, held)),
+    };
+    // Receipts that did not apply may have come after their window closed: the delivery
+    // is `unknown`. They apply from there, and are counted as late.
+    if !from_receipts.is_empty() {
+        let applied: HashSet<(i64, DeliveryState)> =
+            reported.iter().map(|a| (a.delivery_id, a.state)).collect();
         let mut seen = HashSet::new();
-        let (round, later): (Vec<StatusChange>, Vec<StatusChange>) =
-            rest.into_iter().partition(|c| seen.insert(c.delivery_id));
-        rest = later;
-        metrics::histogram!(m::STATUS_BATCH_SIZE).record(round.len() as f64);
-        match store
-            .apply_changes(&channel_of, &round, callback_apps, report)
-            .await
-        {
-            Ok(mut applied) => {
-                reported.append(&mut applied.changes);
-                metrics::counter!(m::STATUS_WRITES_TOTAL, "outcome" => "applied")
-                    .increment(applied.applied as u64);
-                metrics::counter!(m::STATUS_WRITES_TOTAL, "outcome" => "stale")
-                    .increment(applied.stale as u64);
+        let mut channel_of_late: HashMap<i64, ChannelCode> = HashMap::new();
+        let late: Vec<StatusChange> = from_receipts
+            .into_iter()
+            .filter(|(_, c)| !applied.contains(&(c.delivery_id, c.state)))
+            .filter(|(_, c)| seen.insert(c.delivery_id))
+            .map(|(ch, c)| {
+                channel_of_late.insert(c.delivery_id, ch);
+                StatusChange {
+                    from: late_from(c.state),
+                    ..c
+                }
+            })
+            .collect();
+        if !late.is_empty() {
+            let mut again = match apply_rounds(store, &channel_of, late, callback_apps, true).await
+            {
+                Ok(r) => r,
+                Err(e) => return Err((e, held)),
+            };
+            let mut by_channel: HashMap<&ChannelCode, u64> = HashMap::new();
+            for a in &again {
+                if let Some(ch) = channel_of_late.get(&a.delivery_id) {
+                    *by_channel.entry(ch).or_default() += 1;
+                }
             }
-            Err(e) => return Err((e, held)),
+            for (ch, n) in by_channel {
+                metrics::counter!(m::RECEIPTS_LATE_TOTAL, "channel" => ch.to_string()).increment(n);
+            }
+            reported.append(&mut again);
         }
     }
     for ((channel, kind), n) in receipt_count {
@@ -192,4 +232,55 @@ pub(super) async fn write(
             .increment(n);
     }
     Ok((held, reported))
+}
+
+/// Applies `changes` in rounds with at most one change per delivery each (an `UPDATE …
+/// FROM` applies only one), in arrival order; returns what applied when `report`.
+pub(super) async fn apply_rounds(
+    store: &Store,
+    channel_of: &HashMap<i64, String>,
+    changes: Vec<StatusChange>,
+    callback_apps: &HashSet<i32>,
+    report: bool,
+) -> Result<Vec<AppliedChange>, StoreError> {
+    let mut reported = Vec::new();
+    let mut rest = changes;
+    while !rest.is_empty() {
+        let mut seen = HashSet::new();
+        let (round, later): (Vec<StatusChange>, Vec<StatusChange>) =
+            rest.into_iter().partition(|c| seen.insert(c.delivery_id));
+        rest = later;
+        metrics::histogram!(m::STATUS_BATCH_SIZE).record(round.len() as f64);
+        let mut applied = store
+            .apply_changes(channel_of, &round, callback_apps, report)
+            .await?;
+        reported.append(&mut applied.changes);
+        metrics::counter!(m::STATUS_WRITES_TOTAL, "outcome" => "applied")
+            .increment(applied.applied as u64);
+        metrics::counter!(m::STATUS_WRITES_TOTAL, "outcome" => "stale")
+            .increment(applied.stale as u64);
+    }
+    Ok(reported)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use DeliveryState::*;
+
+    #[test]
+    fn receipts_move_deliveries_from_these_states_and_late_ones_from_unknown() {
+        let table: [(DeliveryState, &[DeliveryState], &[DeliveryState]); 6] = [
+            (Delivered, &[Submitted], &[Unknown]),
+            (Undelivered, &[Submitted], &[Unknown]),
+            (Read, &[Submitted, Delivered], &[Unknown]),
+            (Clicked, &[Submitted, Delivered, Read], &[Unknown]),
+            (Submitted, &[], &[]),
+            (Unknown, &[], &[]),
+        ];
+        for (state, from, late) in table {
+            assert_eq!(receipt_from(state), from, "{state:?}");
+            assert_eq!(late_from(state), late, "{state:?}");
+        }
+    }
 }

@@ -233,7 +233,7 @@ async fn read_message(
             let stage = match s {
                 DeliveryState::Filtered => Some("planned_to_effective"),
                 DeliveryState::Failed => Some("effective_to_sent"),
-                DeliveryState::Undelivered => Some("sent_to_delivered"),
+                DeliveryState::Undelivered | DeliveryState::Unknown => Some("sent_to_delivered"),
                 _ => None,
             };
             if let Some(stage) = stage {

@@ -34,6 +34,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "schedule",
         include_str!("../../../migrations/0008_schedule.sql"),
     ),
+    (
+        9,
+        "receipt_windows",
+        include_str!("../../../migrations/0009_receipt_windows.sql"),
+    ),
 ];
 
 /// Arbitrary but fixed key for the advisory lock that serialises migrating nodes.

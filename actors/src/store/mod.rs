@@ -19,6 +19,7 @@ pub mod plan;
 pub mod schedule;
 pub mod status;
 pub mod users;
+pub mod windows;
 
 use std::time::Duration;
 

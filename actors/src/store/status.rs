@@ -30,6 +30,9 @@ pub struct StatusChange {
     /// With `expect_receipt`: the provider ids of the parts, when the delivery went out in
     /// several (each is remembered instead of `expect_receipt`, with the count of parts).
     pub segments: Vec<String>,
+    /// With `expect_receipt`: when the channel's receipt window closes (the delivery then
+    /// becomes `unknown` unless a receipt came).
+    pub receipt_by: Option<DateTime<Utc>>,
     pub at: DateTime<Utc>,
 }
 
@@ -250,6 +253,10 @@ impl Store {
         let mut r_msgs = Vec::new();
         let mut r_ats = Vec::new();
         let mut r_parts: Vec<i16> = Vec::new();
+        let mut w_ids = Vec::new();
+        let mut w_msgs = Vec::new();
+        let mut w_channels = Vec::new();
+        let mut w_due = Vec::new();
         for c in changes {
             let Some(&(msg, in_row)) = applied.get(&c.delivery_id) else {
                 continue;
@@ -262,6 +269,12 @@ impl Store {
                 e_codes.push(c.code.as_deref());
                 e_reasons.push(c.reason.as_deref());
                 e_ats.push(c.at);
+            }
+            if let (Some(due), Some(channel)) = (c.receipt_by, channel_of.get(&c.delivery_id)) {
+                w_ids.push(c.delivery_id);
+                w_msgs.push(c.message_pk);
+                w_channels.push(channel.as_str());
+                w_due.push(due);
             }
             if let (Some(pid), Some(channel)) = (&c.expect_receipt, channel_of.get(&c.delivery_id))
             {
@@ -316,6 +329,16 @@ impl Store {
                 &[&r_channels, &r_pids, &r_ids, &r_ats, &r_msgs, &r_parts],
             )
             .await?;
+        }
+        if !w_ids.is_empty() {
+            let stmt = tx
+                .prepare_cached(
+                    "INSERT INTO receipt_waits (delivery_id, message_pk, channel_code, due_at)
+                     SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::timestamptz[])",
+                )
+                .await?;
+            tx.execute(&stmt, &[&w_ids, &w_msgs, &w_channels, &w_due])
+                .await?;
         }
         if !hooks.ids.is_empty() {
             let days: Vec<DateTime<Utc>> = hooks.msgs.iter().map(|m| m.created_at()).collect();
