@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use umsd_actors::directory::AppChannels;
 use umsd_actors::domain::send::{
-    serde_field_error, FieldError, NewMessage, SendClock, SendRequest,
+    serde_field_error, FieldError, NewMessage, Reference, SendClock, SendRequest,
 };
 use umsd_actors::ingest::{IngestError, Submit};
 use umsd_actors::store::history::MessageRecord;
@@ -130,8 +130,17 @@ pub async fn check_references(
     prefix: impl Fn(usize) -> Option<String>,
 ) -> Result<(), ApiError> {
     for (i, m) in messages.iter().enumerate() {
-        if let Some(missing) = state.store.first_missing_reference(app_id, &m.refs).await? {
-            let err = missing.missing();
+        let err = match state.store.first_missing_reference(app_id, &m.refs).await? {
+            Some(missing) => Some(missing.missing()),
+            None => match m.refs.iter().find_map(|r| match r {
+                Reference::Strategy(id) => Some(id),
+                _ => None,
+            }) {
+                Some(id) => Some(strategy_refusal(state, app_id, id).await?),
+                None => None,
+            },
+        };
+        if let Some(err) = err {
             return Err(match prefix(i) {
                 Some(p) => err.prefixed(&p),
                 None => err,
@@ -140,6 +149,37 @@ pub async fn check_references(
         }
     }
     Ok(())
+}
+
+/// Why a send naming strategy `id` is refused: a channel of it is switched off or no
+/// longer granted (the strategy is unusable until it is on again) — or, for a usable one,
+/// that strategies are not run yet.
+async fn strategy_refusal(state: &AppState, app_id: i32, id: &str) -> Result<FieldError, ApiError> {
+    let snapshot = state.directory.snapshot();
+    let record = state.store.get_strategy(app_id, id).await?;
+    let app = snapshot.apps.values().find(|a| a.id == app_id);
+    if let (Some(record), Some(app)) = (record, app) {
+        let lookup = AppChannels {
+            snapshot: &snapshot,
+            app,
+        };
+        if let Err(e) = record.spec.check(&lookup) {
+            return Ok(FieldError::new(
+                "strategy_unusable",
+                "strategy",
+                format!(
+                    "strategy `{id}` cannot be used now ({}: {})",
+                    e.field, e.message
+                ),
+            ));
+        }
+    }
+    Ok(FieldError::new(
+        "strategy_unavailable",
+        "strategy",
+        "sending with a strategy is not available yet: its steps are stored and checked, \
+         but not run; name the channels in `channels` meanwhile",
+    ))
 }
 
 async fn submit(

@@ -11,6 +11,7 @@ pub mod messages;
 pub mod mo;
 pub mod ops;
 pub mod schedule;
+pub mod strategies;
 pub mod users;
 
 use std::sync::atomic::AtomicBool;
@@ -54,6 +55,7 @@ pub struct AppState {
 pub fn configure(cfg: &mut web::ServiceConfig, bench: bool) {
     cfg.configure(messages::routes)
         .configure(schedule::routes)
+        .configure(strategies::routes)
         .configure(users::routes)
         .configure(inbox::routes)
         .configure(mo::routes)

@@ -8,6 +8,7 @@ pub mod delivery;
 pub mod ids;
 pub mod message;
 pub mod send;
+pub mod strategy;
 pub mod user;
 
 pub use channel::{ChannelCode, ChannelType};

@@ -18,6 +18,7 @@ pub mod partitions;
 pub mod plan;
 pub mod schedule;
 pub mod status;
+pub mod strategies;
 pub mod users;
 pub mod windows;
 

@@ -18,7 +18,7 @@ pub trait ChannelLookup {
     fn access(&self, code: &str) -> ChannelAccess;
 }
 
-pub(super) fn usable(
+pub fn usable(
     channels: &dyn ChannelLookup,
     code: &str,
     field: &str,

@@ -5,7 +5,7 @@ pub use crate::domain::ids::is_idempotency_key;
 use crate::domain::ChannelType;
 
 /// Ids of per-app objects (templates, tags, lists …): 1-64 of `[A-Za-z0-9_.:-]`.
-pub(super) fn check_id(s: &str, field: &str) -> Result<(), FieldError> {
+pub fn check_id(s: &str, field: &str) -> Result<(), FieldError> {
     if is_idempotency_key(s) {
         Ok(())
     } else {

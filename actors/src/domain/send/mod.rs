@@ -21,8 +21,8 @@ mod error;
 mod schedule;
 mod validate;
 
-pub use access::{ChannelAccess, ChannelLookup};
-pub use address::{is_address_for, is_idempotency_key, is_user_id};
+pub use access::{usable, ChannelAccess, ChannelLookup};
+pub use address::{check_id, is_address_for, is_idempotency_key, is_user_id};
 pub use error::{serde_field_error, FieldError};
 pub use schedule::{when, Refused, SendClock, When, SEND_AT_TOLERANCE_SECONDS};
 
