@@ -181,6 +181,10 @@ pub struct IngestSection {
     /// Seconds the oldest due message may wait to be planned before sends get 503 (high
     /// priority: twice as long); 0 = no bound.
     pub max_planning_lag_s: u64,
+    /// Seconds the oldest queued work on a channel may wait to be sent before sends naming
+    /// that channel get 503 (only work of the send's priority or more urgent counts; high
+    /// priority: twice as long); 0 = no bound.
+    pub max_dispatch_lag_s: u64,
 }
 
 impl Default for IngestSection {
@@ -194,6 +198,7 @@ impl Default for IngestSection {
             queue_capacity: d.mailbox,
             max_unplanned: d.planning.max_unplanned,
             max_planning_lag_s: d.planning.max_lag.as_secs(),
+            max_dispatch_lag_s: d.max_dispatch_lag.as_secs(),
         }
     }
 }
@@ -429,6 +434,7 @@ impl Config {
                 max_unplanned: self.ingest.max_unplanned,
                 max_lag: Duration::from_secs(self.ingest.max_planning_lag_s),
             },
+            max_dispatch_lag: Duration::from_secs(self.ingest.max_dispatch_lag_s),
         }
     }
 

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use tokio::sync::oneshot;
 
+use crate::channel::lag::DispatchLag;
 use crate::domain::ids::IdGenerator;
 use crate::domain::send::NewMessage;
 use crate::domain::{MessagePk, MessageStatus};
@@ -39,6 +40,9 @@ pub struct IngestConfig {
     pub node_id: u8,
     /// How far planning may fall behind before sends are refused (503).
     pub planning: Bounds,
+    /// A send naming a channel whose queued work ahead of it is older than this is
+    /// refused (high priority: twice); zero means no bound.
+    pub max_dispatch_lag: Duration,
 }
 
 impl Default for IngestConfig {
@@ -51,6 +55,7 @@ impl Default for IngestConfig {
             mailbox: 4096,
             node_id: 0,
             planning: Bounds::default(),
+            max_dispatch_lag: Duration::from_secs(600),
         }
     }
 }
@@ -63,6 +68,16 @@ pub enum IngestError {
     #[error("planning is behind: {behind}")]
     Behind {
         behind: Behind,
+        retry_after: Duration,
+    },
+    /// A channel of the message has queued work older than the bound ahead of it.
+    #[error(
+        "channel `{channel}` is behind: work queued {:.0} s ago is still waiting to be sent",
+        age.as_secs_f64()
+    )]
+    DispatchBehind {
+        channel: String,
+        age: Duration,
         retry_after: Duration,
     },
     /// The group commit failed; every request of the group is told the same cause.
@@ -122,6 +137,8 @@ pub struct Ingest {
     backlog: Arc<PlanBacklog>,
     /// Told after a commit that stored scheduled messages.
     schedule_changed: Option<ScheduleChanged>,
+    /// How far each channel's dispatch is behind: read to admit sends.
+    dispatch_lag: Arc<DispatchLag>,
 }
 
 impl Ingest {
@@ -134,6 +151,12 @@ impl Ingest {
     ) -> Self {
         self.wake_planner = Some(planner);
         self.backlog = backlog;
+        self
+    }
+
+    /// Admits sends by how far their channels' dispatch is behind.
+    pub fn with_dispatch_lag(mut self, lag: Arc<DispatchLag>) -> Self {
+        self.dispatch_lag = lag;
         self
     }
 
@@ -158,6 +181,7 @@ impl Ingest {
             wake_planner: None,
             backlog: Arc::default(),
             schedule_changed: None,
+            dispatch_lag: Arc::default(),
         }
     }
 
@@ -382,6 +406,19 @@ impl Handler<Submit> for Ingest {
             let _ = msg.reply.send(Err(IngestError::Behind {
                 behind,
                 retry_after,
+            }));
+            return;
+        }
+        let now = chrono::Utc::now();
+        if let Some((channel, age)) = msg.messages.iter().find_map(|m| {
+            self.dispatch_lag
+                .behind(&m.channels, m.priority, now, self.config.max_dispatch_lag)
+        }) {
+            let excess = age.saturating_sub(self.config.max_dispatch_lag);
+            let _ = msg.reply.send(Err(IngestError::DispatchBehind {
+                channel,
+                age,
+                retry_after: Duration::from_secs(excess.as_secs().clamp(1, 30)),
             }));
             return;
         }

@@ -55,6 +55,9 @@ pub const SCHEDULER_FIRED_TOTAL: &str = "umsd_scheduler_fired_total";
 /// Histogram: how late a scheduled message fired after its `send_at` (large values: umsd
 /// was not running at the time).
 pub const SCHEDULER_LATENESS_SECONDS: &str = "umsd_scheduler_lateness_seconds";
+/// Gauge: age of the oldest message with deliveries queued on a channel, by `channel` and
+/// `priority` (0 when none); measured every second.
+pub const DISPATCH_OLDEST_SECONDS: &str = "umsd_dispatch_oldest_seconds";
 /// Gauge: deliveries held in memory by a channel sender, by `channel` and `priority`.
 pub const CHANNEL_QUEUE_DEPTH: &str = "umsd_channel_queue_depth";
 /// Gauge: provider requests in flight, by `channel`.
@@ -226,6 +229,11 @@ pub fn describe() {
     describe_histogram!(
         PLANNER_PASS_MESSAGES,
         "Messages (or pages of large audiences) planned per pass"
+    );
+    describe_gauge!(
+        DISPATCH_OLDEST_SECONDS,
+        Unit::Seconds,
+        "Age of the oldest message with deliveries queued on the channel"
     );
     describe_gauge!(
         SCHEDULER_PENDING,

@@ -48,10 +48,12 @@ use actix::prelude::*;
 use tokio::sync::{oneshot, Notify};
 
 use crate::app_callbacks::AppCallbacks;
+use crate::channel::lag::DispatchLag;
 use crate::channel::sender::{ChannelSender, GetState, SenderState, Stop};
 use crate::channel::signals::WorkSignals;
 use crate::directory::{ChannelEntry, Directory};
 use crate::domain::ids::IdGenerator;
+use crate::domain::Priority;
 use crate::ingest::{Drain, Ingest, IngestConfig};
 use crate::metrics as m;
 use crate::planner::backlog::PlanBacklog;
@@ -281,10 +283,43 @@ impl Actor for Supervisor {
         let wake = planner_wake.clone();
         let seen = backlog.clone();
         let changed = self.config.schedule_changed.clone();
+        let dispatch_lag = Arc::new(DispatchLag::default());
+        let lag = dispatch_lag.clone();
         let ingest = actix::Supervisor::start_in_arbiter(&arbiter.handle(), move |_| {
             Ingest::new(store, ids, ingest_config)
                 .with_planner(wake, seen)
                 .with_scheduler(changed)
+                .with_dispatch_lag(lag)
+        });
+        // How far each channel's dispatch is behind, for the ingest's admission.
+        ctx.run_interval(Duration::from_secs(1), move |act, ctx| {
+            let store = act.store.clone();
+            let lag = dispatch_lag.clone();
+            ctx.spawn(
+                async move {
+                    match store.dispatch_oldest().await {
+                        Ok(oldest) => {
+                            let now = chrono::Utc::now();
+                            for (code, by_priority) in &oldest {
+                                for (p, t) in [Priority::High, Priority::Normal, Priority::Low]
+                                    .into_iter()
+                                    .zip(by_priority)
+                                {
+                                    let age = t.map_or(0.0, |t| {
+                                        (now - t).num_milliseconds().max(0) as f64 / 1e3
+                                    });
+                                    metrics::gauge!(m::DISPATCH_OLDEST_SECONDS,
+                                        "channel" => code.clone(), "priority" => p.as_str())
+                                    .set(age);
+                                }
+                            }
+                            lag.set(oldest);
+                        }
+                        Err(e) => tracing::debug!(error = %e, "cannot measure dispatch lag"),
+                    }
+                }
+                .into_actor(act),
+            );
         });
         self.ingest = Some(ingest);
         self.arbiters.push(arbiter);

@@ -30,9 +30,14 @@ pub enum ApiError {
     PayloadTooLarge(usize),
     #[error("the ingest queue is full; retry later")]
     QueueFull,
-    /// Planning is past its bound: `message` says which, `retry_after` when to try again.
+    /// Planning (`planning_behind`) or a channel's dispatch (`dispatch_behind`) is past its
+    /// bound: `message` says which, `retry_after` when to try again.
     #[error("{message}; retry later")]
-    Behind { message: String, retry_after: u64 },
+    Behind {
+        code: &'static str,
+        message: String,
+        retry_after: u64,
+    },
     /// The cause goes to the log, not to the caller.
     #[error("the database is unavailable; retry later")]
     Unavailable(#[source] Cause),
@@ -69,7 +74,7 @@ impl ApiError {
             ApiError::State { code, .. } => code,
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::QueueFull => "queue_full",
-            ApiError::Behind { .. } => "planning_behind",
+            ApiError::Behind { code, .. } => code,
             ApiError::Unavailable(_) => "database_unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -85,7 +90,7 @@ impl ApiError {
             ApiError::Conflict { .. } | ApiError::State { .. } => "conflict",
             ApiError::PayloadTooLarge(_) => "payload_too_large",
             ApiError::QueueFull => "queue_full",
-            ApiError::Behind { .. } => "planning_behind",
+            ApiError::Behind { code, .. } => code,
             ApiError::Unavailable(_) => "database_unavailable",
             ApiError::Internal(_) => "internal",
         }

@@ -210,7 +210,13 @@ async fn submit(
             behind,
             retry_after,
         })) => Err(ApiError::Behind {
+            code: "planning_behind",
             message: behind.to_string(),
+            retry_after: retry_after.as_secs().max(1),
+        }),
+        Ok(Err(e @ IngestError::DispatchBehind { retry_after, .. })) => Err(ApiError::Behind {
+            code: "dispatch_behind",
+            message: e.to_string(),
             retry_after: retry_after.as_secs().max(1),
         }),
         Ok(Err(e @ (IngestError::Unavailable(_) | IngestError::Restarted))) => {

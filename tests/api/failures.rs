@@ -235,3 +235,73 @@ async fn sends_are_refused_while_planning_is_behind_and_accepted_once_it_catches
         .await;
     assert_eq!(app.stored().await, 7);
 }
+
+#[actix_web::test]
+async fn sends_naming_a_channel_whose_dispatch_is_behind_are_refused_and_others_accepted() {
+    // The `sms` channel's gateway is never there: its deliveries stay queued, and after
+    // 3 s (the bound) sends naming it are refused; the inbox is not held up.
+    let app = TestApp::spawn_with(|c| c.ingest.max_dispatch_lag_s = 3).await;
+    let (status, body) = app
+        .put_as(
+            super::DEMO,
+            "/v1/users/u1",
+            &serde_json::json!({"bindings": [{"type": "phone", "value": "+8613800138000"}]}),
+        )
+        .await;
+    assert!(status.is_success(), "{body}");
+    let sms = |priority: &str| {
+        serde_json::json!({"audience": {"user_ids": ["u1"]}, "channels": ["sms"],
+            "priority": priority, "content": {"sms": {"text": "hello"}}})
+    };
+    let (status, _) = app.send(&sms("normal")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    let refused = super::eventually(15, "a send on `sms` to be refused", || async {
+        let res = app
+            .http
+            .post(app.url("/v1/messages"))
+            .basic_auth("demo", Some("demo-secret"))
+            .json(&sms("normal"))
+            .send()
+            .await
+            .unwrap();
+        if res.status() == StatusCode::SERVICE_UNAVAILABLE {
+            Ok(res)
+        } else {
+            Err(res.status())
+        }
+    })
+    .await;
+    let stored = app.stored().await;
+    // High priority goes before the queued normal work: held to twice the bound.
+    let (status, body) = app.send(&sms("high")).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let retry: u64 = refused
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=30).contains(&retry));
+    let body = refused.json::<serde_json::Value>().await.unwrap();
+    assert_eq!(error_of(&body).0, "dispatch_behind");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("`sms`")),
+        "{body}"
+    );
+    // Other channels are not held up; a refused send wrote nothing.
+    let (status, _) = app.send(&inbox_message(None, "u1")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(app.stored().await, stored + 2);
+    let metrics = app.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l
+                .starts_with("umsd_dispatch_oldest_seconds{channel=\"sms\",priority=\"normal\"}")),
+        "{metrics}"
+    );
+    app.stop().await;
+}

@@ -12,11 +12,13 @@
 //! * [`settle`]: what a provider's answer means for each delivery (a pure decision);
 //! * [`retry`]: backoff, and the retries waiting for it;
 //! * [`meters`]: the sender's metric handles;
-//! * [`signals`]: the planner's "work was queued" wake-ups.
+//! * [`signals`]: the planner's "work was queued" wake-ups;
+//! * [`lag`]: how far each channel's dispatch is behind, for the ingest's admission.
 //!
 //! The provider contract the sender calls lives apart, in [`crate::providers::contract`].
 
 pub mod config;
+pub mod lag;
 pub mod limiter;
 pub mod meters;
 pub mod pace;

@@ -180,3 +180,33 @@ impl Store {
         Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }
+
+impl Store {
+    /// The oldest message with deliveries queued on each channel, by priority (one index
+    /// probe per channel and priority): how far each channel's dispatch is behind.
+    pub async fn dispatch_oldest(
+        &self,
+    ) -> Result<HashMap<String, [Option<DateTime<Utc>>; 3]>, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT c.code, p.priority,
+                        (SELECT q.message_pk FROM dispatch_queue q
+                         WHERE q.channel_code = c.code AND q.priority = p.priority
+                         ORDER BY q.message_pk LIMIT 1)
+                 FROM channels c CROSS JOIN (VALUES (0::int2), (1::int2), (2::int2)) AS p(priority)",
+            )
+            .await?;
+        let mut out: HashMap<String, [Option<DateTime<Utc>>; 3]> = HashMap::new();
+        for r in client.query(&stmt, &[]).await? {
+            let code: String = r.get(0);
+            let priority: i16 = r.get(1);
+            let oldest: Option<MessagePk> = r.get(2);
+            let slot = out.entry(code).or_default();
+            if let Some(s) = slot.get_mut(priority.clamp(0, 2) as usize) {
+                *s = oldest.map(MessagePk::created_at);
+            }
+        }
+        Ok(out)
+    }
+}
