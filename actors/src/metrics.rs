@@ -140,6 +140,12 @@ pub const SLOW_BUCKETS: &[f64] = &[
     0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 7200.0,
 ];
 
+/// Lateness of timers: milliseconds when umsd runs, up to a day when it was down at the time.
+const LATENESS_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0,
+    86400.0,
+];
+
 /// Histograms and their buckets, for the exporter.
 pub const HISTOGRAMS: &[(&str, &[f64])] = &[
     (HTTP_REQUEST_DURATION_SECONDS, LATENCY_BUCKETS),
@@ -149,7 +155,7 @@ pub const HISTOGRAMS: &[(&str, &[f64])] = &[
     (PLANNER_LAG_SECONDS, LATENCY_BUCKETS),
     (PLANNER_PASS_SECONDS, LATENCY_BUCKETS),
     (PLANNER_PASS_MESSAGES, BATCH_BUCKETS),
-    (SCHEDULER_LATENESS_SECONDS, LATENCY_BUCKETS),
+    (SCHEDULER_LATENESS_SECONDS, LATENESS_BUCKETS),
     (CHANNEL_RATE_WAIT_SECONDS, LATENCY_BUCKETS),
     (PROVIDER_REQUEST_DURATION_SECONDS, LATENCY_BUCKETS),
     (ACCEPT_TO_SUBMIT_SECONDS, LATENCY_BUCKETS),

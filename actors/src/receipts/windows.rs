@@ -19,8 +19,8 @@ use crate::domain::{ChannelCode, DeliveryState};
 use crate::metrics as m;
 use crate::store::status::StatusChange;
 
-/// Most deliveries closed per transaction.
-const CLOSE_BATCH: i64 = 5000;
+/// Most wait rows (each a status write's submissions on one channel) closed per round.
+const CLOSE_BATCH: i64 = 20;
 
 impl Receipts {
     /// Closes the windows that are due (one batch; again at once if it was full).
@@ -38,14 +38,15 @@ impl Receipts {
             let mut channel_of: HashMap<i64, ChannelCode> = HashMap::new();
             let changes: Vec<(ChannelCode, StatusChange)> = overdue
                 .iter()
-                .filter_map(|o| {
-                    let channel = ChannelCode::parse(&o.channel).ok()?;
-                    channel_of.insert(o.delivery_id, channel.clone());
-                    Some((
+                .filter_map(|w| Some((ChannelCode::parse(&w.channel).ok()?, w)))
+                .flat_map(|(channel, w)| w.deliveries.iter().map(move |d| (channel.clone(), *d)))
+                .map(|(channel, (delivery_id, message_pk))| {
+                    channel_of.insert(delivery_id, channel.clone());
+                    (
                         channel,
                         StatusChange {
-                            delivery_id: o.delivery_id,
-                            message_pk: o.message_pk,
+                            delivery_id,
+                            message_pk,
                             state: DeliveryState::Unknown,
                             from: &[DeliveryState::Submitted],
                             provider_id: None,
@@ -57,7 +58,7 @@ impl Receipts {
                             receipt_by: None,
                             at: now,
                         },
-                    ))
+                    )
                 })
                 .collect();
             let applied = if changes.is_empty() {
@@ -68,7 +69,8 @@ impl Receipts {
                     .map_err(|(e, _)| e)?
                     .1
             };
-            store.forget_receipt_waits(&overdue).await?;
+            let ids: Vec<i64> = overdue.iter().map(|w| w.id).collect();
+            store.forget_receipt_waits(&ids).await?;
             let mut closed: HashMap<ChannelCode, u64> = HashMap::new();
             for a in &applied {
                 if let Some(ch) = channel_of.get(&a.delivery_id) {

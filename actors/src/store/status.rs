@@ -253,10 +253,7 @@ impl Store {
         let mut r_msgs = Vec::new();
         let mut r_ats = Vec::new();
         let mut r_parts: Vec<i16> = Vec::new();
-        let mut w_ids = Vec::new();
-        let mut w_msgs = Vec::new();
-        let mut w_channels = Vec::new();
-        let mut w_due = Vec::new();
+        let mut waits = super::windows::NewWaits::default();
         for c in changes {
             let Some(&(msg, in_row)) = applied.get(&c.delivery_id) else {
                 continue;
@@ -271,10 +268,7 @@ impl Store {
                 e_ats.push(c.at);
             }
             if let (Some(due), Some(channel)) = (c.receipt_by, channel_of.get(&c.delivery_id)) {
-                w_ids.push(c.delivery_id);
-                w_msgs.push(c.message_pk);
-                w_channels.push(channel.as_str());
-                w_due.push(due);
+                waits.add(channel, due, c.delivery_id, c.message_pk);
             }
             if let (Some(pid), Some(channel)) = (&c.expect_receipt, channel_of.get(&c.delivery_id))
             {
@@ -330,16 +324,7 @@ impl Store {
             )
             .await?;
         }
-        if !w_ids.is_empty() {
-            let stmt = tx
-                .prepare_cached(
-                    "INSERT INTO receipt_waits (delivery_id, message_pk, channel_code, due_at)
-                     SELECT * FROM unnest($1::int8[], $2::int8[], $3::text[], $4::timestamptz[])",
-                )
-                .await?;
-            tx.execute(&stmt, &[&w_ids, &w_msgs, &w_channels, &w_due])
-                .await?;
-        }
+        waits.write(&tx).await?;
         if !hooks.ids.is_empty() {
             let days: Vec<DateTime<Utc>> = hooks.msgs.iter().map(|m| m.created_at()).collect();
             // Each event goes to the message's own callback URL if it named one, else to
