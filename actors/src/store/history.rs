@@ -81,20 +81,28 @@ impl Store {
         app_id: i32,
         ident: &str,
     ) -> Result<Option<MessageRecord>, StoreError> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
+        // One snapshot for every count, so a receipt applied meanwhile cannot make the
+        // user funnel, the channel funnel and the losses disagree.
+        let tx = client
+            .build_transaction()
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await?;
         if let Some(id) = MessagePk::parse(ident) {
-            if let Some(found) = read_message(&client, app_id, id).await? {
+            if let Some(found) = read_message(&tx, app_id, id).await? {
                 return Ok(Some(found));
             }
         }
-        let row = client
+        let row = tx
             .query_opt(
                 "SELECT id FROM message_keys WHERE app_id = $1 AND message_id = $2",
                 &[&app_id, &ident],
             )
             .await?;
         match row {
-            Some(row) => read_message(&client, app_id, row.get(0)).await,
+            Some(row) => read_message(&tx, app_id, row.get(0)).await,
             None => Ok(None),
         }
     }
@@ -187,7 +195,7 @@ impl Store {
 }
 
 async fn read_message(
-    client: &tokio_postgres::Client,
+    client: &tokio_postgres::Transaction<'_>,
     app_id: i32,
     id: MessagePk,
 ) -> Result<Option<MessageRecord>, StoreError> {

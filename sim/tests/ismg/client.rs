@@ -85,6 +85,15 @@ impl Client {
         seq
     }
 
+    /// Like [`Client::send`], for a request the peer may already have hung up on: a write
+    /// error is not a failure.
+    pub async fn send_to_closing(&mut self, pdu: Pdu) -> u32 {
+        let seq = self.next_sequence;
+        self.next_sequence += 1;
+        let _ = self.framed.send(Frame::new(seq, pdu)).await;
+        seq
+    }
+
     pub async fn send_as(&mut self, sequence_id: u32, pdu: Pdu) {
         self.framed
             .send(Frame::new(sequence_id, pdu))
