@@ -20,6 +20,7 @@ pub mod providers;
 pub mod receipts;
 pub mod scheduler;
 pub mod store;
+pub mod strategy;
 pub mod supervisor;
 
 /// An error with its causes, `outer: inner: root`, for logs and operators.

@@ -55,6 +55,22 @@ pub const SCHEDULER_FIRED_TOTAL: &str = "umsd_scheduler_fired_total";
 /// Histogram: how late a scheduled message fired after its `send_at` (large values: umsd
 /// was not running at the time).
 pub const SCHEDULER_LATENESS_SECONDS: &str = "umsd_scheduler_lateness_seconds";
+/// Gauge: strategy deadlines waiting in the database (one per batch of targets, message
+/// and later step; counted every 5 s).
+pub const STRATEGY_TIMERS_PENDING: &str = "umsd_strategy_timers_pending";
+/// Counter: strategy deadlines that came due and were decided for every target of theirs.
+pub const STRATEGY_TIMERS_FIRED_TOTAL: &str = "umsd_strategy_timers_fired_total";
+/// Histogram: how late a strategy deadline was looked at after its time.
+pub const STRATEGY_TIMER_LATENESS_SECONDS: &str = "umsd_strategy_timer_lateness_seconds";
+/// Counter: targets for which a later step went out, by `from` (the channel whose condition
+/// held) and `to` (the step's channel).
+pub const STRATEGY_FALLBACKS_TOTAL: &str = "umsd_strategy_fallbacks_total";
+/// Counter: targets for which a later step did not go out because its condition was
+/// settled in time (delivered or clicked), by the step's `channel`.
+pub const STRATEGY_SETTLED_TOTAL: &str = "umsd_strategy_settled_total";
+/// Counter: receipts (delivered, read or clicked) for a delivery whose fallback had
+/// already gone out, by `channel`.
+pub const STRATEGY_LATE_RECEIPTS_TOTAL: &str = "umsd_strategy_late_receipts_total";
 /// Gauge: age of the oldest message with deliveries queued on a channel, by `channel` and
 /// `priority` (0 when none); measured every second.
 pub const DISPATCH_OLDEST_SECONDS: &str = "umsd_dispatch_oldest_seconds";
@@ -156,6 +172,7 @@ pub const HISTOGRAMS: &[(&str, &[f64])] = &[
     (PLANNER_PASS_SECONDS, LATENCY_BUCKETS),
     (PLANNER_PASS_MESSAGES, BATCH_BUCKETS),
     (SCHEDULER_LATENESS_SECONDS, LATENESS_BUCKETS),
+    (STRATEGY_TIMER_LATENESS_SECONDS, LATENESS_BUCKETS),
     (CHANNEL_RATE_WAIT_SECONDS, LATENCY_BUCKETS),
     (PROVIDER_REQUEST_DURATION_SECONDS, LATENCY_BUCKETS),
     (ACCEPT_TO_SUBMIT_SECONDS, LATENCY_BUCKETS),
@@ -253,6 +270,31 @@ pub fn describe() {
         SCHEDULER_LATENESS_SECONDS,
         Unit::Seconds,
         "How late scheduled messages fired after their send_at"
+    );
+    describe_gauge!(
+        STRATEGY_TIMERS_PENDING,
+        "Strategy deadlines waiting (one per batch of targets and later step)"
+    );
+    describe_counter!(
+        STRATEGY_TIMERS_FIRED_TOTAL,
+        "Strategy deadlines decided for every target of theirs"
+    );
+    describe_histogram!(
+        STRATEGY_TIMER_LATENESS_SECONDS,
+        Unit::Seconds,
+        "How late strategy deadlines were looked at after their time"
+    );
+    describe_counter!(
+        STRATEGY_FALLBACKS_TOTAL,
+        "Targets for which a later strategy step went out, by from and to channel"
+    );
+    describe_counter!(
+        STRATEGY_SETTLED_TOTAL,
+        "Targets whose later strategy step was settled in time and not sent"
+    );
+    describe_counter!(
+        STRATEGY_LATE_RECEIPTS_TOTAL,
+        "Receipts for deliveries whose fallback had already gone out"
     );
     describe_gauge!(
         CHANNEL_QUEUE_DEPTH,

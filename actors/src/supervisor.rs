@@ -10,6 +10,10 @@
 //!    │                 subscribers what it applied
 //!    ├─ Scheduler      hands scheduled messages to the planner at their   scheduler/
 //!    │                 time (also those due while umsd was down)
+//!    ├─ Strategies     finds fallback deadlines due soon                  strategy/
+//!    │  └─ MessageStrategy  one per message with deadlines due: sleeps
+//!    │                 until one, decides it per target, sends the later
+//!    │                 step through the planner's expansion
 //!    ├─ AppCallbacks   posts the outbox's events to the apps' callback    app_callbacks.rs
 //!    │                 URLs (Planner, Receipts, Scheduler and AppCallbacks share the
 //!    │                 engine arbiter)
@@ -24,9 +28,7 @@
 //! Below the actors: `providers/` (the contract a sender calls, one module per provider,
 //! and the inbound requests each provider verifies), `store/` (PostgreSQL, split by who
 //! uses it), `directory.rs` (apps, channels and grants in memory, settings parsed),
-//! `metrics.rs` (metric names) and `domain/` (types, no I/O). Per-message strategy actors
-//! are to come under this Supervisor; the planner's `PlanTargets` and the
-//! status writer's `SubscribeApplied` are what they will use.
+//! `metrics.rs` (metric names) and `domain/` (types, no I/O).
 //!
 //! Ingest, Planner and Receipts run under actix's `Supervisor`, which restarts an actor
 //! that stops itself. Channel senders are reconciled with the directory every second: a
@@ -62,6 +64,7 @@ use crate::providers::{self, context::ProviderContext};
 use crate::receipts::{FlushAll, Receipts};
 use crate::scheduler::{ScheduleChanged, Scheduler};
 use crate::store::Store;
+use crate::strategy::Strategies;
 
 #[derive(Debug, Clone)]
 pub struct SupervisorConfig {
@@ -339,10 +342,17 @@ impl Actor for Supervisor {
         let delivery_ids = Arc::new(IdGenerator::new(node_id));
         let wake = planner_wake.clone();
         let seen = backlog.clone();
+        let (ids, directory2, signals2) =
+            (delivery_ids.clone(), directory.clone(), signals.clone());
         self.planner = Some(actix::Supervisor::start_in_arbiter(
             &engine.handle(),
             move |_| Planner::new(store, directory, delivery_ids, wake, signals, seen),
         ));
+        // Later strategy steps take their delivery ids from the planner's generator.
+        let store = self.store.clone();
+        Strategies::start_in_arbiter(&engine.handle(), move |_| {
+            Strategies::new(store, directory2, ids, signals2)
+        });
         let store = self.store.clone();
         let changed = self.config.schedule_changed.clone();
         Scheduler::start_in_arbiter(&engine.handle(), move |_| {

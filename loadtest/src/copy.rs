@@ -129,6 +129,7 @@ async fn copy_chunk(
             expires_at: None,
             channels: &channels,
             request_json: &r.request,
+            strategy: None,
             body_hash: &r.hash,
             not_before,
             node_id: 0,

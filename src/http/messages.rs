@@ -17,6 +17,7 @@ use umsd_actors::directory::AppChannels;
 use umsd_actors::domain::send::{
     serde_field_error, FieldError, NewMessage, Reference, SendClock, SendRequest,
 };
+use umsd_actors::domain::strategy::bind::bind;
 use umsd_actors::ingest::{IngestError, Submit};
 use umsd_actors::store::history::MessageRecord;
 use umsd_actors::store::ingest::{Accepted, RequestResult};
@@ -126,17 +127,17 @@ pub fn validate(
 pub async fn check_references(
     state: &AppState,
     app_id: i32,
-    messages: &[NewMessage],
+    messages: &mut [NewMessage],
     prefix: impl Fn(usize) -> Option<String>,
 ) -> Result<(), ApiError> {
-    for (i, m) in messages.iter().enumerate() {
+    for (i, m) in messages.iter_mut().enumerate() {
         let err = match state.store.first_missing_reference(app_id, &m.refs).await? {
             Some(missing) => Some(missing.missing()),
             None => match m.refs.iter().find_map(|r| match r {
-                Reference::Strategy(id) => Some(id),
+                Reference::Strategy(id) => Some(id.clone()),
                 _ => None,
             }) {
-                Some(id) => Some(strategy_refusal(state, app_id, id).await?),
+                Some(id) => bind_strategy(state, app_id, &id, m).await?.err(),
                 None => None,
             },
         };
@@ -151,35 +152,47 @@ pub async fn check_references(
     Ok(())
 }
 
-/// Why a send naming strategy `id` is refused: a channel of it is switched off or no
-/// longer granted (the strategy is unusable until it is on again) — or, for a usable one,
-/// that strategies are not run yet.
-async fn strategy_refusal(state: &AppState, app_id: i32, id: &str) -> Result<FieldError, ApiError> {
+/// Binds a send to strategy `id`: the message keeps the strategy's steps as they are now
+/// and is planned on the first step's channel. Refused while a channel of the strategy is
+/// switched off or no longer granted (the strategy is unusable until it is on again).
+async fn bind_strategy(
+    state: &AppState,
+    app_id: i32,
+    id: &str,
+    message: &mut NewMessage,
+) -> Result<Result<(), FieldError>, ApiError> {
     let snapshot = state.directory.snapshot();
     let record = state.store.get_strategy(app_id, id).await?;
     let app = snapshot.apps.values().find(|a| a.id == app_id);
-    if let (Some(record), Some(app)) = (record, app) {
-        let lookup = AppChannels {
-            snapshot: &snapshot,
-            app,
-        };
-        if let Err(e) = record.spec.check(&lookup) {
-            return Ok(FieldError::new(
+    let (Some(record), Some(app)) = (record, app) else {
+        return Ok(Err(Reference::Strategy(id.to_owned()).missing()));
+    };
+    let lookup = AppChannels {
+        snapshot: &snapshot,
+        app,
+    };
+    let types = match record.spec.check(&lookup) {
+        Ok(types) => types,
+        Err(e) => {
+            return Ok(Err(FieldError::new(
                 "strategy_unusable",
                 "strategy",
                 format!(
                     "strategy `{id}` cannot be used now ({}: {})",
                     e.field, e.message
                 ),
-            ));
+            )))
         }
-    }
-    Ok(FieldError::new(
-        "strategy_unavailable",
-        "strategy",
-        "sending with a strategy is not available yet: its steps are stored and checked, \
-         but not run; name the channels in `channels` meanwhile",
-    ))
+    };
+    let request: SendRequest = serde_json::from_str(&message.request_json).map_err(|e| {
+        ApiError::Internal(format!("a validated request does not parse: {e}").into())
+    })?;
+    Ok(
+        bind(&record.spec, &types, &request, &message.channels).map(|bound| {
+            message.channels = bound.channels;
+            message.strategy = Some(bound.steps_json);
+        }),
+    )
 }
 
 async fn submit(
@@ -255,9 +268,9 @@ async fn send(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let (app, message) = accept_one(&req, payload, &state).await?;
+    let (app, mut message) = accept_one(&req, payload, &state).await?;
     let app_id = app.entry()?.id;
-    check_references(&state, app_id, std::slice::from_ref(&message), |_| None).await?;
+    check_references(&state, app_id, std::slice::from_mut(&mut message), |_| None).await?;
     let key = message.message_id.clone();
     match submit(&state, &app, vec![message]).await? {
         RequestResult::Conflict(_) => Err(ApiError::Conflict {
@@ -315,7 +328,7 @@ async fn send_batch(
         }
     }
     let app_id = app.entry()?.id;
-    check_references(&state, app_id, &messages, |i| {
+    check_references(&state, app_id, &mut messages, |i| {
         Some(format!("messages[{i}]"))
     })
     .await?;
@@ -417,13 +430,27 @@ async fn get_deliveries(
                            "code": e.code, "reason": e.reason})
                 })
                 .collect();
-            json!({
+            let mut v = json!({
                 "id": d.id.to_string(), "channel": d.channel_code, "user_id": d.user_id,
                 "address": d.address, "state": d.state.as_str(), "attempts": d.attempts,
                 "provider_id": d.provider_id, "code": d.code, "reason": d.reason,
                 "created_at": ts(&d.created_at), "updated_at": ts(&d.updated_at),
                 "events": events,
-            })
+            });
+            if let (Some(step), Some(report)) = (d.step, &record.strategy) {
+                let steps: Vec<_> = report.steps.iter().map(|s| s.spec.clone()).collect();
+                let because = match steps
+                    .get((step as usize).wrapping_sub(1))
+                    .and_then(|s| s.when.as_ref())
+                {
+                    Some(when) => when.describe(&steps),
+                    None => "the first step, sent at once".to_owned(),
+                };
+                v["step"] = json!(step);
+                v["because"] = json!(because);
+                v["fell_back_at"] = json!(d.fell_back_at.as_ref().map(ts));
+            }
+            v
         })
         .collect();
     Ok(HttpResponse::Ok().json(json!({
@@ -464,6 +491,17 @@ pub fn message_json(r: &MessageRecord) -> Value {
         "fired_at": r.fired_at.as_ref().map(ts),
         "funnel": {"users": funnel(&r.funnel_users, false), "channels": channels},
         "losses": losses,
+        "strategy": r.strategy.as_ref().map(|s| json!({
+            "steps": s.steps.iter().map(|st| json!({
+                "step": st.step,
+                "channel": st.spec.channel,
+                "when": st.spec.when.as_ref().map(|w| w.describe(&s.steps.iter().map(|x| x.spec.clone()).collect::<Vec<_>>())),
+                "funnel": funnel(&st.funnel, true),
+                "fell_back": st.fell_back,
+                "late_receipts": st.late_receipts,
+            })).collect::<Vec<_>>(),
+            "pending_deadlines": s.pending_deadlines,
+        })),
     })
 }
 

@@ -135,8 +135,8 @@ async fn edit(
     if let Some(send_at) = change.send_at {
         request.send_at = Some(send_at);
     }
-    let message = validate(&state, &app, request)?;
-    check_references(&state, app_id, std::slice::from_ref(&message), |_| None).await?;
+    let mut message = validate(&state, &app, request)?;
+    check_references(&state, app_id, std::slice::from_mut(&mut message), |_| None).await?;
     let now = Utc::now();
     let due_at = match (message.status, message.send_at) {
         (MessageStatus::Scheduled, Some(t)) => t,

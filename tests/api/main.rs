@@ -15,6 +15,7 @@ mod batch;
 mod channels;
 mod delivery;
 mod failures;
+mod fallback;
 mod hooks;
 mod schedule;
 mod send;

@@ -18,7 +18,7 @@ pub(crate) struct Rig {
 }
 
 /// Channel settings pointing at `sim`, with `extra` merged in.
-fn settings(sim: &IsmgHandle, extra: Value) -> Value {
+pub(crate) fn settings(sim: &IsmgHandle, extra: Value) -> Value {
     let mut s = json!({
         "host": "127.0.0.1", "port": sim.addr().port(), "account": "900001",
         "password": "888888", "version": "3.0", "src_id": "10690001", "service_id": "umsd",

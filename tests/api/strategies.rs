@@ -160,10 +160,10 @@ async fn a_channel_switched_off_makes_its_strategies_unusable_until_it_is_on_aga
     assert_eq!(grant(true).await.unwrap().status(), StatusCode::OK);
     let (_, got) = app.get("/v1/strategies/fallback").await;
     assert_eq!(got["usable"], true, "{got}");
-    // Usable again; sending with it is refused until strategies are run.
+    assert_eq!(app.stored().await, 0, "a refused send writes nothing");
+    // Usable again: the send is accepted and planned on the first step's channel only.
     let (status, body) = app.send(&send).await;
-    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
-    assert_eq!(error_of(&body).0, "strategy_unavailable");
-    assert_eq!(app.stored().await, 0);
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(app.stored().await, 1);
     app.stop().await;
 }

@@ -60,6 +60,7 @@ fn delivery(
         address: addr,
         state,
         reason,
+        step: ch.step,
     }
 }
 
@@ -76,6 +77,7 @@ fn user_delivery(
         address: None,
         state,
         reason: Some(reason),
+        step: ch.step,
     };
     let Some(user) = user else {
         return lost(DeliveryState::Filtered, "unknown_user");

@@ -37,10 +37,15 @@ use crate::metrics as m;
 
 pub mod backlog;
 mod batch;
-mod expand;
-mod targets;
+pub(crate) mod expand;
+pub(crate) mod targets;
 
-use crate::store::plan::{NewDelivery, PlanJob, PlannedMessage, PlannedPage, ResolvedUser};
+use crate::domain::ids::id_time;
+use crate::domain::strategy::decide::deadlines;
+use crate::domain::strategy::Step;
+use crate::store::plan::{
+    NewDelivery, NewTimer, PlanJob, PlannedMessage, PlannedPage, ResolvedUser,
+};
 use crate::store::{Store, StoreError};
 use backlog::PlanBacklog;
 use batch::{Limits, Shape};
@@ -224,6 +229,44 @@ struct Work {
     backlog: Arc<PlanBacklog>,
 }
 
+/// The steps of a message's strategy, if it was sent with one.
+fn strategy_steps(job: &PlanJob) -> Option<Vec<Step>> {
+    let text = job.strategy.as_deref()?;
+    match serde_json::from_str(text) {
+        Ok(steps) => Some(steps),
+        Err(e) => {
+            // Cannot happen for steps this build stored; the message goes out on its first
+            // step's channel only.
+            tracing::error!(id = %job.id, error = %e, "stored strategy does not parse");
+            None
+        }
+    }
+}
+
+/// The strategy deadlines that `deliveries` of step `from` (from 1) set: one timer per
+/// later step naming `from`, covering the deliveries to users, due when the youngest of
+/// them reaches the deadline.
+pub fn step_timers(steps: &[Step], from: usize, deliveries: &[NewDelivery]) -> Vec<NewTimer> {
+    let mut ids = deliveries
+        .iter()
+        .filter(|d| d.user_id.is_some())
+        .map(|d| d.id);
+    let Some(first) = ids.next() else {
+        return Vec::new();
+    };
+    let (first, last) = ids.fold((first, first), |(lo, hi), id| (lo.min(id), hi.max(id)));
+    deadlines(steps, from, id_time(last))
+        .into_iter()
+        .map(|(step, due_at)| NewTimer {
+            step: step as i16,
+            from_step: from as i16,
+            first_id: first,
+            last_id: last,
+            due_at,
+        })
+        .collect()
+}
+
 /// The part of a stored request the planner reads: its audience.
 #[derive(serde::Deserialize)]
 struct Stored {
@@ -311,12 +354,19 @@ impl Work {
                 deliveries: Vec::new(),
                 next: None,
                 first: job.cursor.is_none(),
+                timers: Vec::new(),
             };
             let Some(audience) = audience else {
                 pages.push(page);
                 continue;
             };
-            let channels = resolve_channels(&snapshot, job.app_id, &job.channels);
+            let steps = strategy_steps(&job);
+            let mut channels = resolve_channels(&snapshot, job.app_id, &job.channels);
+            if steps.is_some() {
+                for c in &mut channels {
+                    c.step = Some(1);
+                }
+            }
             if let Some(addresses) = &audience.addresses {
                 page.deliveries = expand::to_addresses(&self.ids, &channels, addresses);
             } else if let Some(ids) = &audience.user_ids {
@@ -327,6 +377,9 @@ impl Work {
                 let (users, next) = self.page(&job, &audience).await?;
                 expand::to_users(&self.ids, &channels, &users, &mut page.deliveries);
                 page.next = next;
+            }
+            if let Some(steps) = &steps {
+                page.timers = step_timers(steps, 1, &page.deliveries);
             }
             pages.push(page);
         }

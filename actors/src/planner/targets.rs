@@ -13,6 +13,8 @@ pub struct PlanChannel {
     pub channel_type: ChannelType,
     /// Configured, switched on, granted to the app and not switched off by it.
     pub usable: bool,
+    /// The strategy step it is, for a message sent with a strategy.
+    pub step: Option<i16>,
 }
 
 pub fn resolve_channels(snapshot: &Snapshot, app_id: i32, codes: &[String]) -> Vec<PlanChannel> {
@@ -31,6 +33,7 @@ pub fn resolve_channels(snapshot: &Snapshot, app_id: i32, codes: &[String]) -> V
                 usable: granted
                     && app.is_some_and(|a| a.enabled)
                     && channel.is_some_and(|c| c.enabled),
+                step: None,
             }
         })
         .collect()

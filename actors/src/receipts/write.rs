@@ -259,6 +259,9 @@ pub(super) async fn apply_rounds(
             .increment(applied.applied as u64);
         metrics::counter!(m::STATUS_WRITES_TOTAL, "outcome" => "stale")
             .increment(applied.stale as u64);
+        for (channel, n) in applied.after_fallback {
+            metrics::counter!(m::STRATEGY_LATE_RECEIPTS_TOTAL, "channel" => channel).increment(n);
+        }
     }
     Ok(reported)
 }

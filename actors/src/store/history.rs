@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 
 use super::{Store, StoreError};
+use crate::domain::strategy::Step;
 use crate::domain::{DeliveryState, IdempotencyKey, MessagePk, MessageStatus, Priority};
 
 /// One row of `GET /v1/messages/{id}/deliveries`.
@@ -22,6 +23,10 @@ pub struct DeliveryView {
     pub reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The strategy step it belongs to, for a message sent with a strategy.
+    pub step: Option<i16>,
+    /// When a later strategy step went out because this delivery's condition held.
+    pub fell_back_at: Option<DateTime<Utc>>,
     pub events: Vec<EventView>,
 }
 
@@ -50,6 +55,28 @@ pub struct MessageRecord {
     pub funnel_users: FunnelCounts,
     pub funnel_channels: BTreeMap<String, FunnelCounts>,
     pub losses: Vec<Loss>,
+    /// For a message sent with a strategy: each step's funnel and what fell back.
+    pub strategy: Option<StrategyReport>,
+}
+
+/// How a message's strategy went.
+#[derive(Debug, Clone)]
+pub struct StrategyReport {
+    pub steps: Vec<StepReport>,
+    /// Deadlines not decided yet (batches of targets, not targets).
+    pub pending_deadlines: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct StepReport {
+    /// From 1.
+    pub step: usize,
+    pub spec: Step,
+    pub funnel: FunnelCounts,
+    /// Targets whose condition on this step held, so a later step went out for them.
+    pub fell_back: i64,
+    /// Of those, the ones whose receipt (delivered, read, clicked) came after all.
+    pub late_receipts: i64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -60,6 +87,28 @@ pub struct FunnelCounts {
     pub delivered: i64,
     pub clicked: i64,
     pub failed: i64,
+}
+
+impl FunnelCounts {
+    /// Counts `n` deliveries in `state`.
+    fn add(&mut self, state: DeliveryState, n: i64) {
+        self.planned += n;
+        if state.is_effective() {
+            self.effective += n;
+        }
+        if state.is_sent() {
+            self.sent += n;
+        }
+        if state.is_delivered() {
+            self.delivered += n;
+        }
+        if state == DeliveryState::Clicked {
+            self.clicked += n;
+        }
+        if state.is_failed() {
+            self.failed += n;
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,7 +171,7 @@ impl Store {
             .query(
                 "SELECT id, channel_code, user_id, address, state, attempts, provider_id, code,
                         reason, created_at, updated_at, sent_state, sent_at, sent_code,
-                        sent_reason
+                        sent_reason, step, fell_back_at
                  FROM deliveries
                  WHERE message_pk = $1 AND created_at >= $2 AND id > $3
                    AND ($4::text IS NULL OR user_id = $4)
@@ -159,6 +208,8 @@ impl Store {
                 reason: r.get(8),
                 created_at: r.get(9),
                 updated_at: r.get(10),
+                step: r.get(15),
+                fell_back_at: r.get(16),
                 events,
             });
         }
@@ -203,7 +254,8 @@ async fn read_message(
     // created_at is derived from the id, so the lookup touches one partition.
     let Some(row) = client
         .query_opt(
-            "SELECT message_id, status, priority, channels, send_at, fired_at FROM messages
+            "SELECT message_id, status, priority, channels, send_at, fired_at, strategy::text
+             FROM messages
              WHERE id = $1 AND app_id = $2 AND created_at = $3",
             &[&id, &app_id, &created_at],
         )
@@ -218,12 +270,29 @@ async fn read_message(
     // Funnel from the deliveries: one row per (user or address, channel).
     let counts = client
         .query(
-            "SELECT channel_code, state, coalesce(code, reason), count(*) FROM deliveries
+            "SELECT channel_code, state, coalesce(code, reason), count(*), step,
+                    count(*) FILTER (WHERE fell_back_at IS NOT NULL)
+             FROM deliveries
              WHERE message_pk = $1 AND created_at >= $2
-             GROUP BY 1, 2, 3",
+             GROUP BY 1, 2, 3, 5",
             &[&id, &created_at],
         )
         .await?;
+    let steps: Option<Vec<Step>> = row
+        .get::<_, Option<String>>(6)
+        .and_then(|s| serde_json::from_str(&s).ok());
+    let mut step_reports: Vec<StepReport> = steps
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, s)| StepReport {
+            step: i + 1,
+            spec: s.clone(),
+            funnel: FunnelCounts::default(),
+            fell_back: 0,
+            late_receipts: 0,
+        })
+        .collect();
     let mut funnel_channels: BTreeMap<String, FunnelCounts> = channels
         .iter()
         .map(|c| (c.clone(), FunnelCounts::default()))
@@ -235,8 +304,25 @@ async fn read_message(
         let state = DeliveryState::from_i16(row.get(1));
         let reason: Option<String> = row.get(2);
         let n: i64 = row.get(3);
+        let step: Option<i16> = row.get(4);
+        let fell_back: i64 = row.get(5);
         let f = funnel_channels.entry(code.clone()).or_default();
-        f.planned += n;
+        match state {
+            Some(s) => f.add(s, n),
+            None => f.planned += n,
+        }
+        if let Some(r) = step
+            .and_then(|s| usize::try_from(s - 1).ok())
+            .and_then(|i| step_reports.get_mut(i))
+        {
+            r.fell_back += fell_back;
+            if state.is_some_and(DeliveryState::is_delivered) {
+                r.late_receipts += fell_back;
+            }
+            if let Some(s) = state {
+                r.funnel.add(s, n);
+            }
+        }
         if let Some(s) = state {
             let stage = match s {
                 DeliveryState::Filtered => Some("planned_to_effective"),
@@ -248,26 +334,10 @@ async fn read_message(
                 let reason = reason.unwrap_or_else(|| "unknown".into());
                 *losses.entry((stage, code.clone(), reason)).or_default() += n;
             }
-            if s.is_effective() {
-                f.effective += n;
-            }
-            if s.is_sent() {
-                f.sent += n;
-            }
-            if s.is_delivered() {
-                f.delivered += n;
-            }
-            if s == DeliveryState::Clicked {
-                f.clicked += n;
-            }
-            if s.is_failed() {
-                f.failed += n;
-            }
-            if matches!(
-                s,
-                DeliveryState::Planned | DeliveryState::Queued | DeliveryState::Submitted
-            ) {
-                pending += n;
+            // A delivery whose fallback went out no longer holds its message open: its
+            // receipt, if it comes, is recorded as late.
+            if s.is_pending() {
+                pending += n - fell_back;
             }
         }
     }
@@ -282,8 +352,20 @@ async fn read_message(
         .collect();
     let mut status = MessageStatus::from_i16(status)
         .ok_or_else(|| StoreError::Data(format!("message {id} has status {status}")))?;
-    if status == MessageStatus::Dispatching && pending == 0 {
-        // Every delivery is final; done once planning has finished too.
+    let pending_deadlines: i64 = if steps.is_some() {
+        client
+            .query_one(
+                "SELECT count(*) FROM strategy_timers WHERE message_pk = $1",
+                &[&id],
+            )
+            .await?
+            .get(0)
+    } else {
+        0
+    };
+    if status == MessageStatus::Dispatching && pending == 0 && pending_deadlines == 0 {
+        // Every delivery is final and no later step can follow; done once planning has
+        // finished too.
         let planning = client
             .query_opt("SELECT 1 FROM message_queue WHERE id = $1", &[&id])
             .await?;
@@ -333,5 +415,9 @@ async fn read_message(
         },
         funnel_channels,
         losses,
+        strategy: steps.map(|_| StrategyReport {
+            steps: step_reports,
+            pending_deadlines,
+        }),
     }))
 }

@@ -292,6 +292,7 @@ async fn write_group(
                 expires_at: m.expires_at,
                 channels: &m.channels,
                 request_json: &m.request_json,
+                strategy: m.strategy.as_deref(),
                 body_hash: &m.body_hash,
                 not_before: m.send_at.map_or(r.created_at, |t| t.max(r.created_at)),
                 node_id,

@@ -26,7 +26,7 @@ const KEY_TYPES: &[Type] = &[
 ];
 
 pub const COPY_MESSAGES: &str = "COPY messages (id, app_id, message_id, priority, status, \
-     send_at, expires_at, channels, request, created_at) FROM STDIN (FORMAT binary)";
+     send_at, expires_at, channels, request, strategy, created_at) FROM STDIN (FORMAT binary)";
 const MESSAGE_TYPES: &[Type] = &[
     Type::INT8,
     Type::INT4,
@@ -36,6 +36,7 @@ const MESSAGE_TYPES: &[Type] = &[
     Type::TIMESTAMPTZ,
     Type::TIMESTAMPTZ,
     Type::TEXT_ARRAY,
+    Type::JSON,
     Type::JSON,
     Type::TIMESTAMPTZ,
 ];
@@ -79,6 +80,8 @@ pub struct MessageRows<'a> {
     pub channels: &'a [String],
     /// The canonical request JSON.
     pub request_json: &'a str,
+    /// The steps of its strategy as accepted (JSON), for a message sent with one.
+    pub strategy: Option<&'a str>,
     pub body_hash: &'a [u8],
     /// When the planner may take it (its `send_at`, or at once). A `Scheduled` message
     /// waits in `message_schedule` until then instead of in the planner's queue.
@@ -164,6 +167,7 @@ pub async fn copy_messages(
                 &m.expires_at,
                 &m.channels,
                 &JsonText(m.request_json),
+                &m.strategy.map(JsonText),
                 &m.created_at,
             ])
             .await?;

@@ -39,6 +39,11 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
         "receipt_windows",
         include_str!("../../../migrations/0009_receipt_windows.sql"),
     ),
+    (
+        10,
+        "strategies",
+        include_str!("../../../migrations/0010_strategies.sql"),
+    ),
 ];
 
 /// Arbitrary but fixed key for the advisory lock that serialises migrating nodes.

@@ -7,6 +7,7 @@
 pub mod app_callbacks;
 pub mod directory;
 pub mod dispatch;
+pub mod fallback;
 pub mod history;
 pub mod inbox;
 pub mod ingest;

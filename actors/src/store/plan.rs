@@ -25,6 +25,8 @@ pub struct PlanJob {
     pub request: String,
     /// Last user id planned by an earlier page (paged audiences).
     pub cursor: Option<String>,
+    /// The steps of its strategy (JSON), for a message sent with one.
+    pub strategy: Option<String>,
 }
 
 /// One (target, channel) row the planner writes.
@@ -37,6 +39,20 @@ pub struct NewDelivery {
     /// `Queued`, or `Filtered` / `Failed` with a reason when the target is lost at planning.
     pub state: DeliveryState,
     pub reason: Option<&'static str>,
+    /// The strategy step it belongs to (from 1), for a message sent with a strategy.
+    pub step: Option<i16>,
+}
+
+/// A strategy deadline a planned batch of deliveries sets (see `strategy_timers`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewTimer {
+    /// The step it may start, from 1.
+    pub step: i16,
+    /// The step of the deliveries it covers, and their id range.
+    pub from_step: i16,
+    pub first_id: i64,
+    pub last_id: i64,
+    pub due_at: DateTime<Utc>,
 }
 
 /// A user of an app with every binding: what the planner resolves addresses from.
@@ -48,8 +64,17 @@ pub struct ResolvedUser {
     pub bindings: Vec<(String, String, String)>,
 }
 
+/// Users by (app, user id) with their bindings: `$1` app ids, `$2` user ids.
+pub(super) const RESOLVE_USERS: &str =
+    "SELECT u.app_id, u.user_id, u.enabled, b.type, b.value, b.scope
+     FROM (SELECT DISTINCT app_id, user_id
+           FROM unnest($1::int4[], $2::text[]) AS k(app_id, user_id)) k
+     JOIN users u ON u.app_id = k.app_id AND u.user_id = k.user_id
+     LEFT JOIN bindings b ON b.app_id = u.app_id AND b.user_id = u.user_id
+     ORDER BY u.app_id, u.user_id";
+
 const COPY_DELIVERIES: &str = "COPY deliveries (id, message_pk, app_id, channel_code, user_id, \
-     address, state, reason, created_at, updated_at) FROM STDIN (FORMAT binary)";
+     address, state, reason, step, created_at, updated_at) FROM STDIN (FORMAT binary)";
 const DELIVERY_TYPES: &[Type] = &[
     Type::INT8,
     Type::INT8,
@@ -59,6 +84,7 @@ const DELIVERY_TYPES: &[Type] = &[
     Type::TEXT,
     Type::INT2,
     Type::TEXT,
+    Type::INT2,
     Type::TIMESTAMPTZ,
     Type::TIMESTAMPTZ,
 ];
@@ -83,18 +109,18 @@ impl Store {
         let rows = client
             .query(
                 // Each message looked up by key (see `Store::message_requests`).
-                "SELECT k.id, m.channels, m.request::text
+                "SELECT k.id, m.channels, m.request::text, m.strategy::text
                  FROM unnest($1::int4[], $2::int8[], $3::timestamptz[]) AS k(app_id, id, created_at)
                  CROSS JOIN LATERAL (
-                     SELECT channels, request FROM messages m
+                     SELECT channels, request, strategy FROM messages m
                      WHERE m.app_id = k.app_id AND m.id = k.id AND m.created_at = k.created_at
                      LIMIT 1) m",
                 &[&apps, &ids, &times],
             )
             .await?;
-        let mut found: HashMap<MessagePk, (Vec<String>, String)> = rows
+        let mut found: HashMap<MessagePk, (Vec<String>, String, Option<String>)> = rows
             .into_iter()
-            .map(|r| (r.get(0), (r.get(1), r.get(2))))
+            .map(|r| (r.get(0), (r.get(1), r.get(2), r.get(3))))
             .collect();
         let mut jobs = Vec::with_capacity(queued.len());
         let mut missing = Vec::new();
@@ -102,13 +128,14 @@ impl Store {
             let id: MessagePk = q.get(0);
             let priority: i16 = q.get(2);
             match found.remove(&id) {
-                Some((channels, request)) => jobs.push(PlanJob {
+                Some((channels, request, strategy)) => jobs.push(PlanJob {
                     id,
                     app_id: q.get(1),
                     priority: Priority::from_i16(priority).unwrap_or_default(),
                     channels,
                     request,
                     cursor: q.get(3),
+                    strategy,
                 }),
                 None => missing.push(id),
             }
@@ -143,16 +170,7 @@ impl Store {
         let client = self.client().await?;
         let apps: Vec<i32> = keys.iter().map(|k| k.0).collect();
         let ids: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
-        let stmt = client
-            .prepare_cached(
-                "SELECT u.app_id, u.user_id, u.enabled, b.type, b.value, b.scope
-                 FROM (SELECT DISTINCT app_id, user_id
-                       FROM unnest($1::int4[], $2::text[]) AS k(app_id, user_id)) k
-                 JOIN users u ON u.app_id = k.app_id AND u.user_id = k.user_id
-                 LEFT JOIN bindings b ON b.app_id = u.app_id AND b.user_id = u.user_id
-                 ORDER BY u.app_id, u.user_id",
-            )
-            .await?;
+        let stmt = client.prepare_cached(RESOLVE_USERS).await?;
         let rows = client.query(&stmt, &[&apps, &ids]).await?;
         Ok(group_users(rows)
             .into_iter()
@@ -231,6 +249,11 @@ impl Store {
             .collect();
         copy_deliveries(&tx, &groups).await?;
         queue_dispatch(&tx, &groups).await?;
+        let timers: Vec<(&PlannedMessage, &[NewTimer])> = pages
+            .iter()
+            .map(|p| (&p.message, p.timers.as_slice()))
+            .collect();
+        insert_timers(&tx, &timers).await?;
         let first: Vec<&PlannedMessage> = pages
             .iter()
             .filter(|p| p.first)
@@ -342,10 +365,47 @@ pub struct PlannedPage {
     pub next: Option<String>,
     /// Its first page: the message's status moves to planned.
     pub first: bool,
+    /// The strategy deadlines its deliveries set.
+    pub timers: Vec<NewTimer>,
+}
+
+/// Strategy deadlines of several messages, in one statement.
+pub(super) async fn insert_timers(
+    tx: &deadpool_postgres::Transaction<'_>,
+    groups: &[(&PlannedMessage, &[NewTimer])],
+) -> Result<(), StoreError> {
+    let rows: Vec<(&PlannedMessage, &NewTimer)> = groups
+        .iter()
+        .flat_map(|(m, ts)| ts.iter().map(move |t| (*m, t)))
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let pks: Vec<MessagePk> = rows.iter().map(|(m, _)| m.id).collect();
+    let apps: Vec<i32> = rows.iter().map(|(m, _)| m.app_id).collect();
+    let steps: Vec<i16> = rows.iter().map(|(_, t)| t.step).collect();
+    let froms: Vec<i16> = rows.iter().map(|(_, t)| t.from_step).collect();
+    let firsts: Vec<i64> = rows.iter().map(|(_, t)| t.first_id).collect();
+    let lasts: Vec<i64> = rows.iter().map(|(_, t)| t.last_id).collect();
+    let dues: Vec<DateTime<Utc>> = rows.iter().map(|(_, t)| t.due_at).collect();
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO strategy_timers (message_pk, app_id, step, from_step, first_id,
+                                          last_id, due_at)
+             SELECT * FROM unnest($1::int8[], $2::int4[], $3::int2[], $4::int2[], $5::int8[],
+                                  $6::int8[], $7::timestamptz[])",
+        )
+        .await?;
+    tx.execute(
+        &stmt,
+        &[&pks, &apps, &steps, &froms, &firsts, &lasts, &dues],
+    )
+    .await?;
+    Ok(())
 }
 
 /// The deliveries of several messages, by one binary COPY.
-async fn copy_deliveries(
+pub(super) async fn copy_deliveries(
     tx: &deadpool_postgres::Transaction<'_>,
     groups: &[(&PlannedMessage, &[NewDelivery])],
 ) -> Result<(), StoreError> {
@@ -370,6 +430,7 @@ async fn copy_deliveries(
                     &d.address,
                     &d.state.as_i16(),
                     &d.reason,
+                    &d.step,
                     &created_at,
                     &now,
                 ])
@@ -383,7 +444,7 @@ async fn copy_deliveries(
 /// One work row per (channel, message) that got queued deliveries, in one statement (a
 /// later page of the same message counts a page up, so a sender that found it drained
 /// looks again).
-async fn queue_dispatch(
+pub(super) async fn queue_dispatch(
     tx: &deadpool_postgres::Transaction<'_>,
     groups: &[(&PlannedMessage, &[NewDelivery])],
 ) -> Result<(), StoreError> {
@@ -433,7 +494,7 @@ async fn queue_dispatch(
 
 /// Rows of (app id, user id, enabled, binding type, value, scope), ordered by app and user,
 /// as one user per (app, user id) with all their bindings.
-fn group_users(rows: Vec<tokio_postgres::Row>) -> Vec<(i32, ResolvedUser)> {
+pub(super) fn group_users(rows: Vec<tokio_postgres::Row>) -> Vec<(i32, ResolvedUser)> {
     let mut out: Vec<(i32, ResolvedUser)> = Vec::new();
     for r in rows {
         let app_id: i32 = r.get(0);

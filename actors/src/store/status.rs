@@ -118,6 +118,9 @@ pub struct Applied {
     pub stale: usize,
     /// The changes that applied, when asked for.
     pub changes: Vec<AppliedChange>,
+    /// Receipts (delivered, read, clicked) that applied to deliveries whose strategy
+    /// fallback had gone out already, by channel.
+    pub after_fallback: HashMap<String, u64>,
 }
 
 /// A state change that applied: the delivery moved to `state`.
@@ -188,7 +191,8 @@ impl Store {
                  WHERE d.message_pk = u.msg AND d.id = u.id AND d.created_at = u.day
                    AND (u.mask >> d.state) & 1 = 1
                  RETURNING d.id, d.message_pk, d.app_id, d.channel_code, d.user_id,
-                           d.provider_id, d.sent_at = u.at AND d.sent_state = u.state",
+                           d.provider_id, d.sent_at = u.at AND d.sent_state = u.state,
+                           d.fell_back_at IS NOT NULL",
             )
             .await?;
         let updated = tx
@@ -228,6 +232,22 @@ impl Store {
                 let user: Option<String> = r.get(4);
                 let pid: Option<String> = r.get(5);
                 hooks.push(id, c.message_pk, app, event, c, &channel, user, pid);
+            }
+        }
+        // Receipts for deliveries whose strategy fallback went out already.
+        let mut after_fallback: HashMap<String, u64> = HashMap::new();
+        {
+            let by_id: HashMap<i64, &StatusChange> =
+                changes.iter().map(|c| (c.delivery_id, c)).collect();
+            for r in &updated {
+                let fell_back: Option<bool> = r.get(7);
+                if fell_back != Some(true) {
+                    continue;
+                }
+                let id: i64 = r.get(0);
+                if by_id.get(&id).is_some_and(|c| c.state.is_delivered()) {
+                    *after_fallback.entry(r.get(3)).or_default() += 1;
+                }
             }
         }
         // delivery id → (message, whether the change was kept in the row)
@@ -372,6 +392,7 @@ impl Store {
             applied: applied.len(),
             stale: changes.len() - applied.len(),
             changes: reported,
+            after_fallback,
         })
     }
 

@@ -147,6 +147,9 @@ pub struct NewMessage {
     pub channels: Vec<String>,
     /// Canonical JSON of the request, stored as-is.
     pub request_json: String,
+    /// The steps of the message's strategy (JSON), fixed when it is accepted; its
+    /// `channels` then hold the first step's channel only.
+    pub strategy: Option<String>,
     /// sha256 of `request_json`: a replay with the same key and hash is the same message.
     pub body_hash: [u8; 32],
     pub refs: Vec<Reference>,

@@ -189,6 +189,7 @@ impl SendRequest {
             expires_at,
             channels: resolved.into_iter().map(|(c, _)| c).collect(),
             request_json,
+            strategy: None,
             body_hash,
             refs,
         })

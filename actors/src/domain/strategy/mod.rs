@@ -6,6 +6,8 @@
 //! naming its field; [`reports`] says what a channel type can report, which decides
 //! whether a condition is possible and what "delivered" means there.
 
+pub mod bind;
+pub mod decide;
 mod reports;
 
 use serde::{Deserialize, Serialize};
@@ -165,6 +167,34 @@ impl StrategySpec {
             }
         }
         Ok(types)
+    }
+}
+
+impl When {
+    /// The condition in words, each step named with its channel: why a delivery of this
+    /// step went out.
+    pub fn describe(&self, steps: &[Step]) -> String {
+        let join = match self.op {
+            Op::And => " and ",
+            Op::Or => " or ",
+        };
+        self.conditions
+            .iter()
+            .map(|c| {
+                let channel = steps
+                    .get(c.step.wrapping_sub(1))
+                    .map_or("?", |s| s.channel.as_str());
+                let what = match c.event {
+                    Event::NotDelivered => "not delivered",
+                    Event::NotClicked => "not clicked",
+                };
+                format!(
+                    "step {} ({channel}) {what} within {} s",
+                    c.step, c.within_seconds
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(join)
     }
 }
 
