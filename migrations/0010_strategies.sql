@@ -38,3 +38,17 @@ CREATE TABLE strategy_timers (
 );
 CREATE INDEX strategy_timers_due_idx ON strategy_timers (due_at);
 CREATE INDEX strategy_timers_message_idx ON strategy_timers (message_pk, step);
+
+-- What recalling a message did, per channel: deliveries cancelled before they were sent,
+-- sent ones the provider withdrew, and sent ones that could not be withdrawn (with why).
+CREATE TABLE message_recalls (
+    message_pk    bigint NOT NULL,
+    channel_code  text NOT NULL,
+    cancelled     integer NOT NULL DEFAULT 0,
+    recalled      integer NOT NULL DEFAULT 0,
+    not_recalled  integer NOT NULL DEFAULT 0,
+    -- why sent deliveries could not be withdrawn: reason → count
+    reasons       jsonb NOT NULL DEFAULT '{}'::jsonb,
+    recalled_at   timestamptz NOT NULL,
+    PRIMARY KEY (message_pk, channel_code)
+);

@@ -78,6 +78,10 @@ pub struct DeliveryConfig {
     /// Seconds a receipt naming no known delivery is tried again (it can outrun the write
     /// of its provider id) before it is counted as unmatched and dropped.
     pub receipt_grace_seconds: u64,
+    /// Seconds after its creation a message can still be recalled (`DELETE
+    /// /v1/messages/{id}`). Providers withdraw messages up to 24 h old, hence the default;
+    /// a shorter window is a policy of the operator's.
+    pub recall_window_seconds: u64,
 }
 
 impl Default for DeliveryConfig {
@@ -85,6 +89,7 @@ impl Default for DeliveryConfig {
         Self {
             channel_arbiters: 2,
             receipt_grace_seconds: 30,
+            recall_window_seconds: 86_400,
         }
     }
 }

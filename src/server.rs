@@ -248,6 +248,9 @@ async fn start_on(config: Config, database: &Database) -> anyhow::Result<Started
         metrics,
         bench_ids: IdGenerator::new(config.node_id),
         retention_days: config.retention.days,
+        recall_window: chrono::Duration::seconds(
+            i64::try_from(config.delivery.recall_window_seconds).unwrap_or(i64::MAX),
+        ),
         schedule_changed,
     });
     let listener = TcpListener::bind(config.http.listen)

@@ -256,6 +256,11 @@ pub struct GetReceipts;
 #[rtype(result = "Option<Addr<Planner>>")]
 pub struct GetPlanner;
 
+/// Asks for the running sender of a channel (recall goes through it).
+#[derive(Message)]
+#[rtype(result = "Option<Addr<ChannelSender>>")]
+pub struct GetSender(pub String);
+
 /// Live state of every channel sender.
 #[derive(Message)]
 #[rtype(result = "HashMap<String, SenderState>")]
@@ -432,6 +437,14 @@ impl Handler<GetReceipts> for Supervisor {
 
     fn handle(&mut self, _: GetReceipts, _: &mut Self::Context) -> Self::Result {
         self.receipts.clone()
+    }
+}
+
+impl Handler<GetSender> for Supervisor {
+    type Result = Option<Addr<ChannelSender>>;
+
+    fn handle(&mut self, GetSender(code): GetSender, _: &mut Self::Context) -> Self::Result {
+        self.senders.get(&code).map(|r| r.addr.clone())
     }
 }
 

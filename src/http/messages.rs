@@ -361,12 +361,7 @@ async fn get_message(
     let app = auth::app(&req, &state)?;
     let app_id = app.entry()?.id;
     let ident = path.into_inner();
-    let record = state
-        .store
-        .find_message(app_id, &ident)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no message `{ident}`")))?;
-    Ok(HttpResponse::Ok().json(message_json(&record)))
+    super::recall::answer(&state, app_id, &ident).await
 }
 
 #[derive(Deserialize)]

@@ -5,11 +5,13 @@ pub mod admin;
 pub mod app_callbacks;
 pub mod auth;
 pub mod error;
+pub mod history;
 pub mod inbound;
 pub mod inbox;
 pub mod messages;
 pub mod mo;
 pub mod ops;
+pub mod recall;
 pub mod schedule;
 pub mod strategies;
 pub mod users;
@@ -50,11 +52,15 @@ pub struct AppState {
     pub retention_days: u32,
     /// Tells the scheduler that a scheduled message's time changed.
     pub schedule_changed: ScheduleChanged,
+    /// How long after its creation a message can be recalled.
+    pub recall_window: chrono::Duration,
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig, bench: bool) {
     cfg.configure(messages::routes)
+        .configure(history::routes)
         .configure(schedule::routes)
+        .configure(recall::routes)
         .configure(strategies::routes)
         .configure(users::routes)
         .configure(inbox::routes)

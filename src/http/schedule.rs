@@ -1,6 +1,6 @@
-//! Scheduled messages: `GET /v1/messages?status=scheduled` lists them, `PATCH
-//! /v1/messages/{id}` edits one (content, time) until it is due, `DELETE
-//! /v1/messages/{id}` cancels one.
+//! Editing scheduled messages: `PATCH /v1/messages/{id}` changes one's content and time
+//! until it is due. (They are listed by `GET /v1/messages?status=scheduled`, in
+//! `history.rs`, and cancelled by `DELETE /v1/messages/{id}`, in `recall.rs`.)
 //!
 //! Each change is one transaction that takes the message's schedule row first (see
 //! `store/schedule.rs`): once the scheduler has handed a message to the planner, edits and
@@ -11,73 +11,18 @@ use std::collections::BTreeMap;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use umsd_actors::domain::send::{FieldError, SendRequest};
-use umsd_actors::domain::{MessagePk, MessageStatus};
+use umsd_actors::domain::MessageStatus;
 use umsd_actors::store::schedule::{ScheduleChange, ScheduleEdit};
 
 use super::auth;
 use super::error::ApiError;
-use super::messages::{check_references, message_json, parse_json, read_body, validate};
+use super::messages::{check_references, parse_json, read_body, validate};
 use super::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/messages", web::get().to(list))
-        .route("/v1/messages/{id}", web::patch().to(edit))
-        .route("/v1/messages/{id}", web::delete().to(cancel));
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    status: Option<String>,
-    cursor: Option<String>,
-    limit: Option<i64>,
-}
-
-/// `GET /v1/messages?status=scheduled`: the app's scheduled messages, newest first.
-async fn list(
-    req: HttpRequest,
-    query: web::Query<ListQuery>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let app = auth::app(&req, &state)?;
-    let app_id = app.entry()?.id;
-    let q = query.into_inner();
-    if q.status.as_deref() != Some("scheduled") {
-        return Err(FieldError::new(
-            "invalid_value",
-            "status",
-            "messages are listed by `status=scheduled`",
-        )
-        .into());
-    }
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(FieldError::new("invalid_value", "limit", "must be 1-1000").into());
-    }
-    let before = match &q.cursor {
-        None => None,
-        Some(c) => Some(MessagePk::parse(c).ok_or_else(|| {
-            FieldError::new("invalid_value", "cursor", "not a cursor from this API")
-        })?),
-    };
-    let list = state.store.list_scheduled(app_id, before, limit).await?;
-    let ts = |t: &chrono::DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-    let next = (list.len() as i64 == limit)
-        .then(|| list.last().map(|m| m.id.to_string()))
-        .flatten();
-    let items: Vec<Value> = list
-        .iter()
-        .map(|m| {
-            json!({
-                "id": m.id.to_string(), "message_id": m.message_id, "status": "scheduled",
-                "priority": m.priority.as_str(), "channels": m.channels,
-                "created_at": ts(&m.id.created_at()), "send_at": ts(&m.due_at),
-            })
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(json!({ "messages": items, "next_cursor": next })))
+    cfg.route("/v1/messages/{id}", web::patch().to(edit));
 }
 
 #[derive(Deserialize)]
@@ -155,39 +100,5 @@ async fn edit(
             return Err(ApiError::NotFound(format!("no message `{ident}`")))
         }
     }
-    answer(&state, app_id, &ident).await
-}
-
-/// `DELETE /v1/messages/{id}`: cancels a message that waits for its time (it becomes
-/// `cancelled` and is never sent).
-async fn cancel(
-    req: HttpRequest,
-    path: web::Path<String>,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
-    let app = auth::app(&req, &state)?;
-    let app_id = app.entry()?.id;
-    let ident = path.into_inner();
-    let (id, _) = state
-        .store
-        .find_request(app_id, &ident)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no message `{ident}`")))?;
-    match state.store.cancel_scheduled(app_id, id).await? {
-        ScheduleChange::Changed => {}
-        ScheduleChange::NotScheduled(s) => return Err(not_scheduled(&ident, s, "cancelled")),
-        ScheduleChange::NotFound => {
-            return Err(ApiError::NotFound(format!("no message `{ident}`")))
-        }
-    }
-    answer(&state, app_id, &ident).await
-}
-
-async fn answer(state: &AppState, app_id: i32, ident: &str) -> Result<HttpResponse, ApiError> {
-    let record = state
-        .store
-        .find_message(app_id, ident)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no message `{ident}`")))?;
-    Ok(HttpResponse::Ok().json(message_json(&record)))
+    super::recall::answer(&state, app_id, &ident).await
 }

@@ -17,6 +17,7 @@ mod delivery;
 mod failures;
 mod fallback;
 mod hooks;
+mod recall;
 mod schedule;
 mod send;
 mod sms;

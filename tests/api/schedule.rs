@@ -145,7 +145,7 @@ async fn a_scheduled_message_waits_is_listed_and_fires_at_its_time() {
     assert!(value("umsd_scheduler_lateness_seconds_count") >= 1.0);
 
     // Listing asks for a status it knows.
-    let (status, body) = app.get("/v1/messages?status=done").await;
+    let (status, body) = app.get("/v1/messages?status=sent").await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(error_of(&body).1.as_deref(), Some("status"));
     app.stop().await;
@@ -203,12 +203,16 @@ async fn a_scheduled_message_is_edited_and_cancelled_until_due_and_not_after() {
         (row.get::<_, String>(0), row.get::<_, String>(1)),
         ("Moved".into(), "New text".into())
     );
-    // Too late to edit or cancel once it went out.
+    // Too late to edit once it went out; deleting it now recalls it: the inbox item is
+    // withdrawn.
     let (status, body) = patch(&app, "/v1/messages/edit-me", &json!({"send_at": at(later)})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(error_of(&body).0, "not_scheduled");
     let (status, body) = delete(&app, "/v1/messages/edit-me").await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "recalled", "{body}");
+    assert_eq!(body["recall"]["channels"]["inbox"]["recalled"], 1, "{body}");
+    assert_eq!(app.count("SELECT count(*) FROM inbox").await, 0);
 
     // Cancelled: never sent, no longer listed, and final.
     let (status, body) = delete(&app, "/v1/messages/cancel-me").await;

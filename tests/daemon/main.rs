@@ -6,6 +6,7 @@
 mod crash;
 mod demo;
 mod embedded;
+mod fallback;
 mod planning;
 mod recovery;
 mod schedule;

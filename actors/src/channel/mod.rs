@@ -28,4 +28,5 @@ pub mod retry;
 pub mod sender;
 pub mod settle;
 pub mod signals;
+pub mod withdraw;
 pub mod work;

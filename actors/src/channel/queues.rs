@@ -88,6 +88,15 @@ impl PriorityQueues {
         Some((n, first))
     }
 
+    /// Drops every entry of a message (it was recalled); answers how many.
+    pub fn forget(&mut self, message: MessagePk) -> usize {
+        let before = self.len();
+        for q in &mut self.queues {
+            q.retain(|e| e.delivery.message_pk != message);
+        }
+        before - self.len()
+    }
+
     /// Takes the batch `peek_batch` described (`n` entries from the chosen queue).
     pub fn take_batch(&mut self, now: Instant, n: usize) -> Vec<Entry> {
         let Some(i) = self.pick(now) else {

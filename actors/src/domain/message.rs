@@ -85,4 +85,9 @@ impl MessageStatus {
             MessageStatus::Cancelled => "cancelled",
         }
     }
+
+    /// The status named `s` (as [`MessageStatus::as_str`] writes it).
+    pub fn parse(s: &str) -> Option<Self> {
+        (0..=5).filter_map(Self::from_i16).find(|m| m.as_str() == s)
+    }
 }

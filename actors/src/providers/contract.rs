@@ -129,6 +129,25 @@ pub enum Attempt {
     Failed(ProviderError),
 }
 
+/// A sent delivery to withdraw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecallTarget {
+    pub delivery_id: i64,
+    pub app_id: i32,
+    /// What the provider answered when it took the message (its message or task id).
+    pub provider_id: Option<String>,
+    pub address: Option<String>,
+}
+
+/// What a provider did with a recall.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecallOutcome {
+    /// Withdrawn from the recipient.
+    Withdrawn,
+    /// Not withdrawn, and why (`no_recall_api`, `recall_window_passed`, a provider code).
+    Kept(String),
+}
+
 /// A provider client. It lives on its channel's arbiter (single-threaded), so its futures
 /// need not be `Send`.
 pub trait Provider {
@@ -155,6 +174,20 @@ pub trait Provider {
     /// the credentials), reported on `/readyz` and `GET /admin/channels`.
     fn problem(&self) -> Option<String> {
         None
+    }
+
+    /// Asks the provider to withdraw messages it took (recall); answers each target's
+    /// outcome by delivery id. Types without a recall API keep the default.
+    fn recall(
+        &self,
+        targets: Vec<RecallTarget>,
+    ) -> LocalBoxFuture<'static, Vec<(i64, RecallOutcome)>> {
+        Box::pin(async move {
+            targets
+                .into_iter()
+                .map(|t| (t.delivery_id, RecallOutcome::Kept("no_recall_api".into())))
+                .collect()
+        })
     }
 
     /// The sender is stopping and nothing is in flight: close connections politely. The

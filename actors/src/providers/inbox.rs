@@ -14,7 +14,7 @@ use serde::Deserialize;
 use tokio::sync::oneshot;
 
 use super::context::ProviderContext;
-use super::contract::{all, Attempt, Batch, Provider, ProviderError};
+use super::contract::{all, Attempt, Batch, Provider, ProviderError, RecallOutcome, RecallTarget};
 use crate::store::inbox::NewInboxItem;
 use crate::store::Store;
 
@@ -124,6 +124,40 @@ fn text(v: &serde_json::Value, key: &str) -> Option<String> {
 impl Provider for Inbox {
     fn max_batch(&self) -> usize {
         500
+    }
+
+    /// Withdrawing from the inbox removes the items: the user no longer sees them.
+    fn recall(
+        &self,
+        targets: Vec<RecallTarget>,
+    ) -> LocalBoxFuture<'static, Vec<(i64, RecallOutcome)>> {
+        let store = self.writes.store.clone();
+        Box::pin(async move {
+            let keys: Vec<(i32, &str, i64)> = targets
+                .iter()
+                .filter_map(|t| Some((t.app_id, t.address.as_deref()?, t.delivery_id)))
+                .collect();
+            match store.remove_inbox(&keys).await {
+                Ok(removed) => targets
+                    .into_iter()
+                    .map(|t| {
+                        let outcome = if removed.contains(&t.delivery_id) {
+                            RecallOutcome::Withdrawn
+                        } else {
+                            RecallOutcome::Kept("not_in_inbox".into())
+                        };
+                        (t.delivery_id, outcome)
+                    })
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot withdraw inbox items");
+                    targets
+                        .into_iter()
+                        .map(|t| (t.delivery_id, RecallOutcome::Kept("store_error".into())))
+                        .collect()
+                }
+            }
+        })
     }
 
     fn send(&self, batch: Batch) -> LocalBoxFuture<'static, Vec<(i64, Attempt)>> {

@@ -271,11 +271,12 @@ async fn read_message(
     let counts = client
         .query(
             "SELECT channel_code, state, coalesce(code, reason), count(*), step,
-                    count(*) FILTER (WHERE fell_back_at IS NOT NULL)
+                    count(*) FILTER (WHERE fell_back_at IS NOT NULL),
+                    state = $3 AND coalesce(sent_state, $3) <> $3
              FROM deliveries
              WHERE message_pk = $1 AND created_at >= $2
-             GROUP BY 1, 2, 3, 5",
-            &[&id, &created_at],
+             GROUP BY 1, 2, 3, 5, 7",
+            &[&id, &created_at, &DeliveryState::Recalled.as_i16()],
         )
         .await?;
     let steps: Option<Vec<Step>> = row
@@ -306,8 +307,15 @@ async fn read_message(
         let n: i64 = row.get(3);
         let step: Option<i16> = row.get(4);
         let fell_back: i64 = row.get(5);
+        // Recalled after it was sent: it counts as sent in the funnel.
+        let withdrawn: bool = row.get(6);
+        let counted = if withdrawn {
+            Some(DeliveryState::Submitted)
+        } else {
+            state
+        };
         let f = funnel_channels.entry(code.clone()).or_default();
-        match state {
+        match counted {
             Some(s) => f.add(s, n),
             None => f.planned += n,
         }
@@ -319,7 +327,7 @@ async fn read_message(
             if state.is_some_and(DeliveryState::is_delivered) {
                 r.late_receipts += fell_back;
             }
-            if let Some(s) = state {
+            if let Some(s) = counted {
                 r.funnel.add(s, n);
             }
         }
@@ -377,7 +385,8 @@ async fn read_message(
         .query_one(
             "SELECT count(DISTINCT coalesce(user_id, address)),
                     count(DISTINCT coalesce(user_id, address)) FILTER (WHERE state = ANY($3)),
-                    count(DISTINCT coalesce(user_id, address)) FILTER (WHERE state = ANY($4)),
+                    count(DISTINCT coalesce(user_id, address)) FILTER (WHERE state = ANY($4)
+                        OR state = $8 AND coalesce(sent_state, $8) <> $8),
                     count(DISTINCT coalesce(user_id, address)) FILTER (WHERE state = ANY($5)),
                     count(DISTINCT coalesce(user_id, address)) FILTER (WHERE state = ANY($6)),
                     count(DISTINCT coalesce(user_id, address)) FILTER (WHERE state = ANY($7))
@@ -390,6 +399,7 @@ async fn read_message(
                 &DeliveryState::codes(DeliveryState::is_delivered),
                 &DeliveryState::codes(|s| s == DeliveryState::Clicked),
                 &DeliveryState::codes(DeliveryState::is_failed),
+                &DeliveryState::Recalled.as_i16(),
             ],
         )
         .await?;

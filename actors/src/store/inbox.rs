@@ -51,6 +51,31 @@ impl Store {
         Ok(())
     }
 
+    /// Removes inbox items by (app, user, delivery id); answers the delivery ids removed.
+    pub async fn remove_inbox(
+        &self,
+        keys: &[(i32, &str, i64)],
+    ) -> Result<std::collections::HashSet<i64>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Default::default());
+        }
+        let client = self.client().await?;
+        let apps: Vec<i32> = keys.iter().map(|k| k.0).collect();
+        let users: Vec<&str> = keys.iter().map(|k| k.1).collect();
+        let ids: Vec<i64> = keys.iter().map(|k| k.2).collect();
+        let rows = client
+            .query(
+                "DELETE FROM inbox i USING unnest($1::int4[], $2::text[], $3::int8[])
+                     AS k(app_id, user_id, delivery_id)
+                 WHERE i.app_id = k.app_id AND i.user_id = k.user_id
+                   AND i.delivery_id = k.delivery_id
+                 RETURNING i.delivery_id",
+                &[&apps, &users, &ids],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     /// A user's inbox, newest first.
     pub async fn list_inbox(
         &self,

@@ -12,11 +12,13 @@ pub mod history;
 pub mod inbox;
 pub mod ingest;
 pub mod layout;
+pub mod listing;
 
 pub mod migrate;
 pub mod mo;
 pub mod partitions;
 pub mod plan;
+pub mod recall;
 pub mod schedule;
 pub mod status;
 pub mod strategies;

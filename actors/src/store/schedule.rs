@@ -38,16 +38,6 @@ pub struct ScheduleEdit {
     pub due_at: DateTime<Utc>,
 }
 
-/// One scheduled message, for the listing.
-#[derive(Debug, Clone)]
-pub struct ScheduledView {
-    pub id: MessagePk,
-    pub message_id: Option<String>,
-    pub priority: Priority,
-    pub channels: Vec<String>,
-    pub due_at: DateTime<Utc>,
-}
-
 impl Store {
     /// Hands up to `limit` messages due at `now` to the planner: each leaves the schedule,
     /// enters the planner's queue and becomes `accepted` (with the time it fired), in one
@@ -232,40 +222,6 @@ impl Store {
             )
             .await?;
         Ok(row.map(|r| (id, r.get(0))))
-    }
-
-    /// An app's scheduled messages, newest first, after `before` (a message id), at most
-    /// `limit`.
-    pub async fn list_scheduled(
-        &self,
-        app_id: i32,
-        before: Option<MessagePk>,
-        limit: i64,
-    ) -> Result<Vec<ScheduledView>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT s.id, m.message_id, s.priority, m.channels, s.due_at
-                 FROM message_schedule s
-                 CROSS JOIN LATERAL (
-                     SELECT message_id, channels FROM messages m
-                     WHERE m.app_id = s.app_id AND m.id = s.id
-                     LIMIT 1) m
-                 WHERE s.app_id = $1 AND ($2::int8 IS NULL OR s.id < $2)
-                 ORDER BY s.id DESC LIMIT $3",
-                &[&app_id, &before, &limit],
-            )
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| ScheduledView {
-                id: r.get(0),
-                message_id: r.get(1),
-                priority: Priority::from_i16(r.get(2)).unwrap_or_default(),
-                channels: r.get(3),
-                due_at: r.get(4),
-            })
-            .collect())
     }
 }
 
