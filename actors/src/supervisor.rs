@@ -5,7 +5,7 @@
 //! actix System
 //! └─ Supervisor (this actor; owns start-up and shutdown order, periodic upkeep)
 //!    ├─ Ingest         group commit, on its own arbiter                   ingest.rs
-//!    ├─ Planner        audiences → deliveries; more targets on request    planner/
+//!    ├─ Planner        audiences → deliveries                             planner/
 //!    ├─ Receipts       the one writer of delivery status; tells           receipts/
 //!    │                 subscribers what it applied
 //!    ├─ Scheduler      hands scheduled messages to the planner at their   scheduler/
@@ -251,11 +251,6 @@ pub struct GetIngest;
 #[rtype(result = "Option<Addr<Receipts>>")]
 pub struct GetReceipts;
 
-/// Asks for the planner (more targets of a message are planned through it).
-#[derive(Message)]
-#[rtype(result = "Option<Addr<Planner>>")]
-pub struct GetPlanner;
-
 /// Asks for the running sender of a channel (recall goes through it).
 #[derive(Message)]
 #[rtype(result = "Option<Addr<ChannelSender>>")]
@@ -445,14 +440,6 @@ impl Handler<GetSender> for Supervisor {
 
     fn handle(&mut self, GetSender(code): GetSender, _: &mut Self::Context) -> Self::Result {
         self.senders.get(&code).map(|r| r.addr.clone())
-    }
-}
-
-impl Handler<GetPlanner> for Supervisor {
-    type Result = Option<Addr<Planner>>;
-
-    fn handle(&mut self, _: GetPlanner, _: &mut Self::Context) -> Self::Result {
-        self.planner.clone()
     }
 }
 

@@ -1,17 +1,14 @@
-//! The engine's hooks for per-message strategies: the planner plans more targets of a
-//! message when asked (a later step), and the status writer tells its subscribers every
-//! change it applied (a step's condition).
+//! The status writer's hook: it tells its subscribers every change it applied.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
 use serde_json::json;
-use umsd_actors::domain::{ChannelCode, DeliveryState, MessagePk};
-use umsd_actors::planner::PlanTargets;
+use umsd_actors::domain::{DeliveryState, MessagePk};
 use umsd_actors::receipts::{StatusApplied, SubscribeApplied};
 use umsd_actors::store::status::AppliedChange;
-use umsd_actors::supervisor::{GetPlanner, GetReceipts};
+use umsd_actors::supervisor::GetReceipts;
 
 use crate::{TestApp, DEMO};
 
@@ -28,15 +25,6 @@ async fn users(app: &TestApp, ids: &[&str]) {
     }
 }
 
-async fn demo_app_id(app: &TestApp) -> i32 {
-    app.db()
-        .await
-        .query_one("SELECT id FROM apps WHERE app_key = 'demo'", &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 /// Sends an inbox message to `user` and waits until it is done.
 async fn delivered_to(app: &TestApp, user: &str) -> String {
     let (status, sent) = app
@@ -51,73 +39,6 @@ async fn delivered_to(app: &TestApp, user: &str) -> String {
     app.wait_for(&format!("/v1/messages/{id}"), 10, |m| m["status"] == "done")
         .await;
     id
-}
-
-#[actix_web::test]
-async fn the_planner_plans_more_targets_of_a_message_when_asked() {
-    let app = TestApp::spawn().await;
-    users(&app, &["u1", "u2"]).await;
-    let id = delivered_to(&app, "u1").await;
-    let planner = app.supervisor().send(GetPlanner).await.unwrap().unwrap();
-    let planned = planner
-        .send(PlanTargets {
-            app_id: demo_app_id(&app).await,
-            message: MessagePk::parse(&id).unwrap(),
-            channel: ChannelCode::parse("inbox").unwrap(),
-            users: vec!["u2".into(), "ghost".into()],
-        })
-        .await
-        .unwrap()
-        .unwrap();
-    let outcome: Vec<(&str, DeliveryState, Option<&str>)> = planned
-        .iter()
-        .map(|t| (t.user_id.as_str(), t.state, t.reason))
-        .collect();
-    assert_eq!(
-        outcome,
-        [
-            ("u2", DeliveryState::Queued, None),
-            ("ghost", DeliveryState::Filtered, Some("unknown_user")),
-        ]
-    );
-    // The new target is delivered like the first, and counted in the message's funnel.
-    app.wait_for(
-        &format!("/v1/messages/{id}/deliveries?user_id=u2"),
-        10,
-        |d| d["deliveries"][0]["state"] == "delivered",
-    )
-    .await;
-    let (_, inbox) = app.get("/v1/inbox/u2").await;
-    assert_eq!(inbox["items"][0]["message"], id.as_str(), "{inbox}");
-    let m = app
-        .wait_for(&format!("/v1/messages/{id}"), 10, |m| {
-            m["funnel"]["users"]["delivered"] == 2
-        })
-        .await;
-    assert_eq!(m["funnel"]["users"]["planned"], 3, "{m}");
-
-    // A message of another app, or an unknown channel, is refused.
-    let refused = planner
-        .send(PlanTargets {
-            app_id: demo_app_id(&app).await + 1000,
-            message: MessagePk::parse(&id).unwrap(),
-            channel: ChannelCode::parse("inbox").unwrap(),
-            users: vec!["u2".into()],
-        })
-        .await
-        .unwrap();
-    assert!(refused.is_err());
-    let refused = planner
-        .send(PlanTargets {
-            app_id: demo_app_id(&app).await,
-            message: MessagePk::parse(&id).unwrap(),
-            channel: ChannelCode::parse("nowhere").unwrap(),
-            users: vec!["u2".into()],
-        })
-        .await
-        .unwrap();
-    assert!(refused.is_err());
-    app.stop().await;
 }
 
 /// Forwards what the status writer publishes to the test.

@@ -32,7 +32,7 @@ use crate::channel::signals::WorkSignals;
 use crate::directory::Directory;
 use crate::domain::ids::IdGenerator;
 use crate::domain::send::Audience;
-use crate::domain::{ChannelCode, DeliveryState, MessagePk, Priority};
+use crate::domain::{DeliveryState, Priority};
 use crate::metrics as m;
 
 pub mod backlog;
@@ -70,41 +70,6 @@ const BACKLOG_EVERY: Duration = Duration::from_secs(1);
 #[derive(Message)]
 #[rtype(result = "()")]
 struct PlanDue;
-
-/// Plans more targets of a message already accepted: deliveries on `channel` for `users`
-/// (what a strategy's later step asks for). The users are resolved as at first planning —
-/// addresses by binding scope, losses written with their reasons — and the queued
-/// deliveries go to the channel's sender at once. Answered with what was written, one
-/// per user.
-#[derive(Message, Debug, Clone)]
-#[rtype(result = "Result<Vec<PlannedTarget>, PlanError>")]
-pub struct PlanTargets {
-    pub app_id: i32,
-    pub message: MessagePk,
-    pub channel: ChannelCode,
-    pub users: Vec<String>,
-}
-
-/// One delivery [`PlanTargets`] wrote.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlannedTarget {
-    pub user_id: String,
-    pub delivery_id: i64,
-    /// `Queued`, or `Filtered` / `Failed` with `reason` when the target was lost.
-    pub state: DeliveryState,
-    pub reason: Option<&'static str>,
-}
-
-/// Why more targets could not be planned.
-#[derive(Debug, thiserror::Error)]
-pub enum PlanError {
-    #[error("no message {0} of this app")]
-    UnknownMessage(MessagePk),
-    #[error("no channel `{0}`")]
-    UnknownChannel(ChannelCode),
-    #[error("the store failed")]
-    Store(#[from] StoreError),
-}
 
 pub struct Planner {
     work: Arc<Work>,
@@ -203,15 +168,6 @@ impl Handler<PlanDue> for Planner {
                     }
                 }),
         );
-    }
-}
-
-impl Handler<PlanTargets> for Planner {
-    type Result = ResponseFuture<Result<Vec<PlannedTarget>, PlanError>>;
-
-    fn handle(&mut self, msg: PlanTargets, _: &mut Self::Context) -> Self::Result {
-        let work = self.work.clone();
-        Box::pin(async move { work.plan_targets(msg).await })
     }
 }
 
@@ -463,39 +419,6 @@ impl Work {
                 .collect(),
             next,
         ))
-    }
-
-    /// Plans more targets of a message on one channel (see [`PlanTargets`]).
-    async fn plan_targets(&self, t: PlanTargets) -> Result<Vec<PlannedTarget>, PlanError> {
-        let message = self
-            .store
-            .planned_message(t.app_id, t.message)
-            .await?
-            .ok_or(PlanError::UnknownMessage(t.message))?;
-        let snapshot = self.directory.snapshot();
-        if !snapshot.channels.contains_key(t.channel.as_str()) {
-            return Err(PlanError::UnknownChannel(t.channel));
-        }
-        let channels = resolve_channels(&snapshot, t.app_id, &[t.channel.to_string()]);
-        let keys: Vec<(i32, String)> = t.users.iter().map(|u| (t.app_id, u.clone())).collect();
-        let found = self.store.resolve_users(&keys).await?;
-        let users = with_unknown(&t.users, |id| {
-            found.get(&(t.app_id, id.to_owned())).cloned()
-        });
-        let mut out = Vec::with_capacity(t.users.len());
-        expand::to_users(&self.ids, &channels, &users, &mut out);
-        self.store.write_targets(&message, &out).await?;
-        self.counted(out.iter());
-        self.wake(out.iter().map(|d| (d, message.priority)));
-        Ok(out
-            .into_iter()
-            .map(|d| PlannedTarget {
-                user_id: d.user_id.unwrap_or_default(),
-                delivery_id: d.id,
-                state: d.state,
-                reason: d.reason,
-            })
-            .collect())
     }
 
     /// Wakes the senders of the channels that got queued deliveries, telling each the

@@ -298,22 +298,6 @@ impl Store {
         Ok(())
     }
 
-    /// Writes more deliveries of a message already planned (targets of a later step), with
-    /// the dispatch rows of those that go out, in one transaction.
-    pub async fn write_targets(
-        &self,
-        message: &PlannedMessage,
-        deliveries: &[NewDelivery],
-    ) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let groups = [(message, deliveries)];
-        copy_deliveries(&tx, &groups).await?;
-        queue_dispatch(&tx, &groups).await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// How far planning is behind: due messages not yet planned, and when the oldest of
     /// them fell due.
     pub async fn plan_backlog(&self) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
@@ -325,26 +309,6 @@ impl Store {
             )
             .await?;
         Ok((row.get(0), row.get(1)))
-    }
-
-    /// A stored message's app-independent facts the planner needs for more targets.
-    pub async fn planned_message(
-        &self,
-        app_id: i32,
-        id: MessagePk,
-    ) -> Result<Option<PlannedMessage>, StoreError> {
-        let client = self.client().await?;
-        let row = client
-            .query_opt(
-                "SELECT priority FROM messages WHERE app_id = $1 AND id = $2 AND created_at = $3",
-                &[&app_id, &id, &id.created_at()],
-            )
-            .await?;
-        Ok(row.map(|r| PlannedMessage {
-            id,
-            app_id,
-            priority: Priority::from_i16(r.get(0)).unwrap_or_default(),
-        }))
     }
 }
 
