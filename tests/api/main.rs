@@ -187,6 +187,19 @@ impl TestApp {
         self.get_as(DEMO, path).await
     }
 
+    /// `DELETE path` as `demo`.
+    pub async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .delete(self.url(path))
+            .basic_auth(DEMO.0, Some(DEMO.1))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
     /// Polls `GET path` (as `demo`) until `done` holds for the body, for at most `secs`.
     pub async fn wait_for(&self, path: &str, secs: u64, done: impl Fn(&Value) -> bool) -> Value {
         let done = &done;

@@ -24,18 +24,6 @@ async fn send_inbox(app: &TestApp, users: &[String], key: &str) -> String {
     body["id"].as_str().unwrap().to_owned()
 }
 
-async fn delete(app: &TestApp, path: &str) -> (StatusCode, Value) {
-    let res = app
-        .http
-        .delete(app.url(path))
-        .basic_auth(DEMO.0, Some(DEMO.1))
-        .send()
-        .await
-        .unwrap();
-    let status = res.status();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
-
 #[actix_web::test]
 async fn a_delivered_message_is_withdrawn_from_the_inbox_and_listed_as_recalled() {
     let app = TestApp::spawn().await;
@@ -50,7 +38,7 @@ async fn a_delivered_message_is_withdrawn_from_the_inbox_and_listed_as_recalled(
     assert_eq!(line["delivery_rate"], 1.0, "{list}");
     assert_eq!(line["click_rate"], 0.0, "{list}");
 
-    let (status, m) = delete(&app, "/v1/messages/recall-me").await;
+    let (status, m) = app.delete("/v1/messages/recall-me").await;
     assert_eq!(status, StatusCode::OK, "{m}");
     assert_eq!(m["status"], "recalled", "{m}");
     assert_eq!(
@@ -74,7 +62,7 @@ async fn a_delivered_message_is_withdrawn_from_the_inbox_and_listed_as_recalled(
     // The report stays with the message; a second recall is refused.
     let (_, again) = app.get("/v1/messages/recall-me").await;
     assert_eq!(again["recall"], m["recall"]);
-    let (status, body) = delete(&app, "/v1/messages/recall-me").await;
+    let (status, body) = app.delete("/v1/messages/recall-me").await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(error_of(&body).0, "not_recallable");
     let (_, list) = app.get("/v1/messages?status=recalled").await;
@@ -99,7 +87,7 @@ async fn recalling_cancels_what_was_not_sent_yet() {
         m["funnel"]["users"]["delivered"] == 1
     })
     .await;
-    let (status, m) = delete(&app, &format!("/v1/messages/{id}")).await;
+    let (status, m) = app.delete(&format!("/v1/messages/{id}")).await;
     assert_eq!(status, StatusCode::OK, "{m}");
     assert_eq!(
         m["recall"]["channels"]["inbox"],
@@ -159,7 +147,7 @@ async fn a_message_past_its_recall_window_is_refused_and_a_strategy_stops_on_rec
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
     app.wait_count("SELECT count(*) FROM strategy_timers", 10, |n| n == 1)
         .await;
-    let (status, m) = delete(&app, "/v1/messages/with-steps").await;
+    let (status, m) = app.delete("/v1/messages/with-steps").await;
     assert_eq!(status, StatusCode::OK, "{m}");
     assert_eq!(m["strategy"]["pending_deadlines"], 0, "{m}");
     assert_eq!(app.count("SELECT count(*) FROM strategy_timers").await, 0);
@@ -180,7 +168,7 @@ async fn a_message_past_its_recall_window_is_refused_and_a_strategy_stops_on_rec
         }
     })
     .await;
-    let (status, body) = delete(&app, "/v1/messages/too-old").await;
+    let (status, body) = app.delete("/v1/messages/too-old").await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(error_of(&body).0, "recall_window_passed");
     let (_, m) = app.get("/v1/messages/too-old").await;

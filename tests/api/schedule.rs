@@ -44,18 +44,6 @@ async fn patch(app: &TestApp, path: &str, body: &Value) -> (StatusCode, Value) {
     (status, res.json().await.unwrap_or(Value::Null))
 }
 
-async fn delete(app: &TestApp, path: &str) -> (StatusCode, Value) {
-    let res = app
-        .http
-        .delete(app.url(path))
-        .basic_auth(DEMO.0, Some(DEMO.1))
-        .send()
-        .await
-        .unwrap();
-    let status = res.status();
-    (status, res.json().await.unwrap_or(Value::Null))
-}
-
 #[actix_web::test]
 async fn send_at_in_the_past_or_beyond_the_history_is_refused_and_a_little_behind_is_now() {
     let app = spawn().await;
@@ -208,19 +196,19 @@ async fn a_scheduled_message_is_edited_and_cancelled_until_due_and_not_after() {
     let (status, body) = patch(&app, "/v1/messages/edit-me", &json!({"send_at": at(later)})).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert_eq!(error_of(&body).0, "not_scheduled");
-    let (status, body) = delete(&app, "/v1/messages/edit-me").await;
+    let (status, body) = app.delete("/v1/messages/edit-me").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "recalled", "{body}");
     assert_eq!(body["recall"]["channels"]["inbox"]["recalled"], 1, "{body}");
     assert_eq!(app.count("SELECT count(*) FROM inbox").await, 0);
 
     // Cancelled: never sent, no longer listed, and final.
-    let (status, body) = delete(&app, "/v1/messages/cancel-me").await;
+    let (status, body) = app.delete("/v1/messages/cancel-me").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["status"], "cancelled");
     let (_, list) = app.get("/v1/messages?status=scheduled").await;
     assert_eq!(list["messages"], json!([]), "{list}");
-    let (status, body) = delete(&app, "/v1/messages/cancel-me").await;
+    let (status, body) = app.delete("/v1/messages/cancel-me").await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     let (status, _) = patch(
         &app,

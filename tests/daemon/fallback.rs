@@ -152,24 +152,8 @@ async fn a_later_step_due_while_umsd_was_down_goes_out_once_per_target_at_start_
         "each target's step 2 went out exactly once"
     );
     assert_eq!(count(d, "SELECT count(*) FROM strategy_timers").await, 0);
-    let metrics = crate::http()
-        .get(format!("{}/metrics", d.base()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let sum: f64 = metrics
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("umsd_strategy_timer_lateness_seconds_sum")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0);
-    assert!(sum > 0.5, "lateness recorded: {sum}\n{metrics}");
+    let sum = d.metric("umsd_strategy_timer_lateness_seconds_sum").await;
+    assert!(sum > 0.5, "lateness recorded: {sum}");
     restarted.terminate(Duration::from_secs(30));
     cleanup(&dir);
 }

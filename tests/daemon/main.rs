@@ -154,6 +154,21 @@ impl Daemon {
         }
     }
 
+    /// The value of the first `/metrics` line starting with `name` (0 when there is none).
+    pub async fn metric(&self, name: &str) -> f64 {
+        let text = http()
+            .get(format!("{}/metrics", self.base()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
     pub fn log(&self) -> String {
         fs::read_to_string(self.dir.join("umsd.log")).unwrap_or_default()
     }

@@ -99,24 +99,8 @@ async fn a_message_due_while_umsd_was_down_fires_once_at_start_up() {
         .get(0);
     assert_eq!(inbox, 1, "fired exactly once");
     assert_eq!(message(d, "tomorrow").await["status"], "scheduled");
-    let metrics = http
-        .get(format!("{}/metrics", d.base()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let sum: f64 = metrics
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("umsd_scheduler_lateness_seconds_sum")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0);
-    assert!(sum > 0.5, "lateness recorded: {sum}\n{metrics}");
+    let sum = d.metric("umsd_scheduler_lateness_seconds_sum").await;
+    assert!(sum > 0.5, "lateness recorded: {sum}");
     drop(db);
     restarted.terminate(Duration::from_secs(30));
     cleanup(&dir);

@@ -282,6 +282,11 @@ async fn read_message(
     let steps: Option<Vec<Step>> = row
         .get::<_, Option<String>>(6)
         .and_then(|s| serde_json::from_str(&s).ok());
+    // A strategy's message goes out on its steps' channels, in their order.
+    let channels: Vec<String> = match &steps {
+        Some(steps) => steps.iter().map(|s| s.channel.clone()).collect(),
+        None => channels,
+    };
     let mut step_reports: Vec<StepReport> = steps
         .iter()
         .flatten()

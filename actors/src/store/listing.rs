@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 
 use super::{Store, StoreError};
+use crate::domain::strategy::Step;
 use crate::domain::{DeliveryState, IdempotencyKey, MessagePk, MessageStatus, Priority};
 
 /// Which messages a page lists.
@@ -54,7 +55,8 @@ impl Store {
             (!f.statuses.is_empty()).then(|| f.statuses.iter().map(|s| s.as_i16()).collect());
         let rows = client
             .query(
-                "SELECT id, message_id, status, priority, channels, send_at FROM messages
+                "SELECT id, message_id, status, priority, channels, send_at, strategy::text
+                 FROM messages
                  WHERE app_id = $1 AND ($2::int2[] IS NULL OR status = ANY($2))
                    AND ($3::timestamptz IS NULL OR created_at >= $3)
                    AND ($4::timestamptz IS NULL OR created_at < $4)
@@ -75,7 +77,13 @@ impl Store {
                 status: MessageStatus::from_i16(status)
                     .ok_or_else(|| StoreError::Data(format!("message status {status}")))?,
                 priority: Priority::from_i16(priority).unwrap_or_default(),
-                channels: r.get(4),
+                channels: match r.get::<_, Option<String>>(6) {
+                    // A strategy's message goes out on its steps' channels.
+                    Some(steps) => serde_json::from_str::<Vec<Step>>(&steps)
+                        .map(|s| s.into_iter().map(|s| s.channel).collect())
+                        .unwrap_or_else(|_| r.get(4)),
+                    None => r.get(4),
+                },
                 send_at: r.get(5),
                 effective: 0,
                 sent: 0,
