@@ -163,20 +163,21 @@ pub async fn lock_message(tx: &Transaction<'_>, message_pk: MessagePk) -> Result
     Ok(())
 }
 
-/// The message's deadlines due by `now`, locked, earliest step first.
+/// At most `limit` of the message's deadlines due by `now`, locked, earliest step first.
 pub async fn due_timers(
     tx: &Transaction<'_>,
     message_pk: MessagePk,
     now: DateTime<Utc>,
+    limit: i64,
 ) -> Result<Vec<TimerRow>, StoreError> {
     let stmt = tx
         .prepare_cached(&format!(
             "SELECT {TIMER_COLUMNS} FROM strategy_timers
-             WHERE message_pk = $1 AND due_at <= $2 ORDER BY step, id FOR UPDATE"
+             WHERE message_pk = $1 AND due_at <= $2 ORDER BY step, id LIMIT $3 FOR UPDATE"
         ))
         .await?;
     Ok(tx
-        .query(&stmt, &[&message_pk, &now])
+        .query(&stmt, &[&message_pk, &now, &limit])
         .await?
         .iter()
         .map(timer)

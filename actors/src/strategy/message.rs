@@ -99,6 +99,7 @@ impl MessageStrategy {
                 let mut tries = 0;
                 loop {
                     match look(&work, &loaded, Utc::now()).await {
+                        Ok(looked) if looked.more => tries = 0,
                         Ok(_) => break,
                         Err(LookError::Raced) if tries < RACE_TRIES => tries += 1,
                         Err(LookError::Raced) => {

@@ -40,9 +40,15 @@ pub struct Loaded {
     pub steps: Vec<Step>,
 }
 
+/// Deadlines decided per look (transaction): each covers up to a planning page of
+/// targets, so a look reads and writes a few thousand rows at most.
+const LOOK_TIMERS: i64 = 8;
+
 /// What one look decided.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Looked {
+    /// More deadlines were due than one look takes: look again at once.
+    pub more: bool,
     /// Deadlines decided for every target of theirs.
     pub timers_done: usize,
     /// Targets a later step went out for.
@@ -79,8 +85,11 @@ pub async fn look(work: &Work, loaded: &Loaded, now: DateTime<Utc>) -> Result<Lo
     let tx = client.transaction().await.map_err(StoreError::from)?;
     crate::store::by_key(&tx).await?;
     fallback::lock_message(&tx, pk).await?;
-    let timers = fallback::due_timers(&tx, pk, now).await?;
-    let mut looked = Looked::default();
+    let timers = fallback::due_timers(&tx, pk, now, LOOK_TIMERS).await?;
+    let mut looked = Looked {
+        more: timers.len() as i64 == LOOK_TIMERS,
+        ..Looked::default()
+    };
     let mut tally = Tally::default();
     let mut steps: Vec<i16> = timers.iter().map(|t| t.step).collect();
     steps.dedup();
