@@ -10,6 +10,7 @@
 //!
 //! - `GET /_sim/stats`: [`Stats`] as JSON
 //! - `GET /_sim/received?limit=N`: the last N (default 1000) [`Received`] entries
+//! - `GET /_sim/recalls`: every [`Recall`] answered (DingTalk, WeCom, Feishu, JPush)
 //! - `GET /_sim/faults` / `POST /_sim/faults`: read or replace the [`Faults`]
 //! - `GET /_sim/config`: the effective [`SimConfig`] (with the credentials it accepts)
 //!
@@ -21,6 +22,7 @@
 mod http;
 pub mod ismg;
 mod providers;
+mod recalls;
 mod receipts;
 mod server;
 pub mod sign;
@@ -157,6 +159,9 @@ pub struct SimConfig {
     pub app_secret: String,
     /// Serve HTTPS with a fresh self-signed certificate (see [`SimHandle::cert_pem`]).
     pub tls: bool,
+    /// How old a message may be and still be recalled (DingTalk, WeCom, Feishu, JPush);
+    /// older ones are refused with the provider's error. 24 h, as the providers document.
+    pub recall_window_seconds: u64,
 }
 
 impl Default for SimConfig {
@@ -173,6 +178,7 @@ impl Default for SimConfig {
             app_key: String::new(),
             app_secret: String::new(),
             tls: false,
+            recall_window_seconds: 24 * 3600,
         }
     }
 }
@@ -286,13 +292,26 @@ pub struct Received {
     pub at_ms: u64,
 }
 
-/// A running HTTP simulator. Dropping it shuts it down too.
+/// One recall (withdraw) request a simulator answered.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+pub struct Recall {
+    /// The id it named: DingTalk task id, WeCom msgid, Feishu message_id, JPush msg_id.
+    pub provider_id: String,
+    /// Withdrawn; otherwise refused with the provider's error code `error` (the id is
+    /// unknown, or older than [`SimConfig::recall_window_seconds`]).
+    pub withdrawn: bool,
+    pub error: Option<i64>,
+    /// When it was answered, Unix milliseconds.
+    pub at_ms: u64,
+}
+
 /// Installs rustls' ring provider as the process default: HTTP clients (the simulators'
 /// receipt pushes, tests, the load generator) need one before they are built.
 pub fn init_tls() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// A running HTTP simulator. Dropping it shuts it down too.
 pub struct SimHandle {
     addr: SocketAddr,
     cert_pem: Option<String>,
@@ -361,6 +380,11 @@ impl SimHandle {
     /// How many entries the received ring holds (at most 100 000).
     pub fn received_count(&self) -> usize {
         self.sim.received_count()
+    }
+
+    /// The recall requests answered (the last 10 000), oldest first, refused ones too.
+    pub fn recalls(&self) -> Vec<Recall> {
+        self.sim.recalls.log()
     }
 
     /// Stop the listener and the simulator's thread.

@@ -19,8 +19,8 @@ use umsd_sim::{Kind, OutcomeMix, SimConfig};
                   array of simulator configs), an SMTP sink (--smtp) and/or a CMPP gateway \
                   (--ismg, --ismg-config). Prints one \
                   line per listener and runs until SIGINT or SIGTERM. Each HTTP simulator \
-                  also serves GET /_sim/stats, GET /_sim/received?limit=N and \
-                  POST /_sim/faults."
+                  also serves GET /_sim/stats, GET /_sim/received?limit=N, \
+                  GET /_sim/recalls and POST /_sim/faults."
 )]
 struct Cli {
     /// Provider to simulate: dingtalk, dingtalk_robot, wecom, feishu, jpush, jsms,
@@ -39,6 +39,9 @@ struct Cli {
     /// Lifetime of issued access tokens.
     #[arg(long, default_value_t = 7200)]
     token_ttl_seconds: u64,
+    /// How old a message may be and still be recalled (DingTalk, WeCom, Feishu, JPush).
+    #[arg(long, default_value_t = 24 * 3600)]
+    recall_window_seconds: u64,
     /// Where pushed receipts go (JSMS, WeChat OA, Feishu read events).
     #[arg(long)]
     callback_url: Option<String>,
@@ -115,6 +118,7 @@ fn configs(cli: &Cli) -> Result<Vec<SimConfig>, String> {
             app_key: cli.app_key.clone().unwrap_or_default(),
             app_secret: cli.app_secret.clone().unwrap_or_default(),
             tls: cli.tls,
+            recall_window_seconds: cli.recall_window_seconds,
         });
     }
     Ok(out)

@@ -205,6 +205,7 @@ fn control_surface(sim: &Sim, req: &Req) -> Resp {
                 .unwrap_or(1000);
             to_json(serde_json::to_value(sim.received(limit)))
         }
+        (&Method::GET, "/_sim/recalls") => to_json(serde_json::to_value(sim.recalls.log())),
         (&Method::GET, "/_sim/faults") => to_json(serde_json::to_value(sim.faults.snapshot())),
         (&Method::POST, "/_sim/faults") => match serde_json::from_slice::<Faults>(&req.body) {
             Ok(f) => {

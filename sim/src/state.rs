@@ -11,6 +11,7 @@ use bytes::Bytes;
 use rand::{Rng, RngCore};
 use tokio::sync::mpsc;
 
+use crate::recalls::Recalls;
 use crate::receipts::{Pending, Push};
 use crate::{Faults, Received, SimConfig, Stats};
 
@@ -297,6 +298,10 @@ pub(crate) struct Sim {
     pub faults: FaultSwitches,
     pub delay: Duration,
     pub token_ttl: Duration,
+    /// How old a message may be and still be recalled.
+    pub recall_window: Duration,
+    /// Sent ids that can be recalled, and the recalls answered.
+    pub recalls: Recalls,
     received: Mutex<VecDeque<Entry>>,
     next_id: AtomicU64,
     tokens: Mutex<TokenStore>,
@@ -326,6 +331,8 @@ impl Sim {
         Self {
             delay: Duration::from_millis(cfg.receipt_delay_ms),
             token_ttl: Duration::from_secs(cfg.token_ttl_seconds),
+            recall_window: Duration::from_secs(cfg.recall_window_seconds),
+            recalls: Recalls::default(),
             counters: Counters::default(),
             faults: FaultSwitches::default(),
             received: Mutex::new(VecDeque::new()),

@@ -22,8 +22,9 @@ use super::error::ApiError;
 use super::messages::message_json;
 use super::AppState;
 
-/// How long the providers' withdrawals may take before the answer is given without them.
-const WITHDRAW_WAIT: Duration = Duration::from_secs(10);
+/// How long the providers' withdrawals may take before the answer is given without them
+/// (a provider call times out after 10 s by default, and is retried when told to).
+const WITHDRAW_WAIT: Duration = Duration::from_secs(30);
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/messages/{id}", web::delete().to(delete));

@@ -24,6 +24,7 @@ mod sms;
 mod strategies;
 mod users;
 mod windows;
+mod withdraw;
 
 use std::future::Future;
 use std::time::{Duration, Instant};

@@ -7,7 +7,11 @@
 //! has no delivery receipt); the `im.message.message_read_v1` event later marks it read.
 //! Business errors are HTTP 400 with a body `code`; gateway throttling is HTTP 429 with
 //! code 99991400 and `x-ogw-ratelimit-reset`.
+//!
+//! Recall is `DELETE /open-apis/im/v1/messages/{message_id}` (tenant token), one call per
+//! message, within the tenant's limit (24 h by default): past it Feishu answers 230009.
 
+use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -18,11 +22,12 @@ use serde_json::{json, Value};
 use super::context::ProviderContext;
 use super::contract::{
     all, Attempt, Batch, BuildError, ErrorClass, Inbound, InboundError, InboundRequest, Provider,
-    ProviderError, ProviderReceipt, Reply,
+    ProviderError, ProviderReceipt, RecallOutcome, RecallTarget, Reply,
 };
 use super::support::http::{
     call, content_text, default_timeout_ms, http_client, token_answer, Answer,
 };
+use super::support::recall;
 use super::support::token::{credential, with_token, Fetch, TokenCache};
 use crate::domain::DeliveryState;
 
@@ -76,6 +81,9 @@ pub struct Feishu {
     base: Rc<str>,
     id_type: Rc<str>,
     tokens: Rc<TokenCache>,
+    channel: Rc<str>,
+    /// Recall calls in flight at once: the channel's pool size.
+    pool: usize,
 }
 
 impl Feishu {
@@ -109,6 +117,8 @@ impl Feishu {
             base,
             id_type: s.receive_id_type.as_str().into(),
             tokens: TokenCache::new(&ctx.code, &credential, fetch),
+            channel: ctx.code.as_str().into(),
+            pool: ctx.pool_size.max(1),
         })
     }
 }
@@ -121,7 +131,60 @@ fn message(content: &Value) -> Option<(&'static str, String)> {
     content_text(content).map(|t| ("text", json!({ "text": t }).to_string()))
 }
 
+/// "Message can only be recalled within one days": past the tenant's recall limit.
+const RECALL_TOO_OLD: &str = "230009";
+
+/// `{base}/open-apis/im/v1/messages/{id}`, the id escaped as one path segment.
+fn message_url(base: &str, id: &str) -> Option<reqwest::Url> {
+    let mut url = reqwest::Url::parse(&format!("{base}/open-apis/im/v1/messages")).ok()?;
+    url.path_segments_mut().ok()?.push(id);
+    Some(url)
+}
+
+impl Feishu {
+    /// Recalls one message the bot sent.
+    fn recall_message(&self, id: String) -> impl Future<Output = RecallOutcome> + 'static {
+        let client = self.client.clone();
+        let url = message_url(&self.base, &id);
+        let tokens = self.tokens.clone();
+        let channel = self.channel.clone();
+        async move {
+            let Some(url) = url else {
+                return RecallOutcome::Kept("invalid_provider_id".into());
+            };
+            let result = recall::retrying(|| {
+                with_token(&tokens, |token| {
+                    let req = client.delete(url.clone()).bearer_auth(token);
+                    async move {
+                        let a = call(req).await?;
+                        if a.status.is_success() && a.errcode() == 0 {
+                            Ok(())
+                        } else {
+                            Err(classify(&a))
+                        }
+                    }
+                })
+            })
+            .await;
+            recall::outcome(result, &channel, &id, Some(RECALL_TOO_OLD))
+        }
+    }
+}
+
 impl Provider for Feishu {
+    /// One call per message, at most the channel's pool size at once.
+    fn recall(
+        &self,
+        targets: Vec<RecallTarget>,
+    ) -> LocalBoxFuture<'static, Vec<(i64, RecallOutcome)>> {
+        let (groups, kept) = recall::group(targets, |p| p);
+        let calls = groups
+            .into_iter()
+            .map(|(id, ids)| (ids, self.recall_message(id)))
+            .collect();
+        recall::fan_out(calls, kept, self.pool)
+    }
+
     fn send(&self, batch: Batch) -> LocalBoxFuture<'static, Vec<(i64, Attempt)>> {
         let client = self.client.clone();
         let base = self.base.clone();
@@ -206,4 +269,45 @@ pub fn inbound(req: &InboundRequest<'_>) -> Result<Inbound, InboundError> {
         receipts,
         reply: Reply::Json(json!({})),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16, body: Value) -> Answer {
+        Answer {
+            status: reqwest::StatusCode::from_u16(status).unwrap_or_default(),
+            headers: reqwest::header::HeaderMap::new(),
+            body,
+        }
+    }
+
+    #[test]
+    fn recall_refusals_map_to_reasons() {
+        let reason =
+            |status, body| recall::reason(&classify(&answer(status, body)), Some(RECALL_TOO_OLD));
+        assert_eq!(
+            reason(
+                400,
+                json!({"code": 230009, "msg": "Message can only be recalled within one days."})
+            ),
+            "recall_window_passed"
+        );
+        assert_eq!(
+            reason(
+                400,
+                json!({"code": 230026, "msg": "No permission to recall this message."})
+            ),
+            "provider_error:230026"
+        );
+        assert_eq!(reason(503, Value::Null), "provider_error:503");
+        assert_eq!(
+            recall::reason(
+                &ProviderError::retryable("transport", "reset"),
+                Some(RECALL_TOO_OLD)
+            ),
+            "transport"
+        );
+    }
 }

@@ -4,7 +4,12 @@
 //! `X-Rate-Limit-Reset`. Delivery is pulled from the report API
 //! (`POST /v3/status/message`, see `poll.rs`): 0 delivered, 1 not delivered, 2 not a
 //! registration id of the app.
+//!
+//! Withdraw is `DELETE /v3/push/{msg_id}`: one call per push, for all its registration
+//! ids. It stops what JPush has not delivered yet and removes shown notifications not yet
+//! clicked (where the device's SDK can). JPush's time limit for it is unconfirmed.
 
+use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -13,9 +18,12 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::context::ProviderContext;
-use super::contract::{all, Attempt, Batch, BuildError, Provider, ProviderError};
+use super::contract::{
+    all, Attempt, Batch, BuildError, Provider, ProviderError, RecallOutcome, RecallTarget,
+};
 use super::support::http::{call, default_timeout_ms, http_client, Answer};
 use super::support::poll::{provider_id, Answers, Poller, Query};
+use super::support::recall;
 use crate::domain::DeliveryState;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -82,6 +90,9 @@ pub struct Jpush {
     apns_production: bool,
     ttl: Option<u64>,
     poller: Rc<Poller>,
+    channel: Rc<str>,
+    /// Withdraw calls in flight at once: the channel's pool size.
+    pool: usize,
 }
 
 impl Jpush {
@@ -114,6 +125,8 @@ impl Jpush {
             apns_production: s.apns_production,
             ttl: s.time_to_live,
             poller: Rc::new(poller),
+            channel: ctx.code.as_str().into(),
+            pool: ctx.pool_size.max(1),
         })
     }
 }
@@ -144,9 +157,58 @@ fn statuses(body: &Value) -> Answers {
         .collect()
 }
 
+/// `{base}/v3/push/{msg_id}`, the id escaped as one path segment.
+fn push_url(base: &str, msg_id: &str) -> Option<reqwest::Url> {
+    let mut url = reqwest::Url::parse(&format!("{base}/v3/push")).ok()?;
+    url.path_segments_mut().ok()?.push(msg_id);
+    Some(url)
+}
+
+impl Jpush {
+    /// Withdraws one push from all its registration ids.
+    fn withdraw(&self, msg_id: String) -> impl Future<Output = RecallOutcome> + 'static {
+        let client = self.client.clone();
+        let url = push_url(&self.base, &msg_id);
+        let (key, secret) = (self.key.clone(), self.secret.clone());
+        let channel = self.channel.clone();
+        async move {
+            let Some(url) = url else {
+                return RecallOutcome::Kept("invalid_provider_id".into());
+            };
+            let result = recall::retrying(|| {
+                let req = client.delete(url.clone()).basic_auth(&*key, Some(&*secret));
+                async move {
+                    let a = call(req).await?;
+                    if a.status.is_success() {
+                        Ok(())
+                    } else {
+                        Err(classify(&a))
+                    }
+                }
+            })
+            .await;
+            recall::outcome(result, &channel, &msg_id, None)
+        }
+    }
+}
+
 impl Provider for Jpush {
     fn max_batch(&self) -> usize {
         1000
+    }
+
+    /// One call per push, at most the channel's pool size at once; each push's outcome is
+    /// that of every target it went to.
+    fn recall(
+        &self,
+        targets: Vec<RecallTarget>,
+    ) -> LocalBoxFuture<'static, Vec<(i64, RecallOutcome)>> {
+        let (groups, kept) = recall::group(targets, recall::before_colon);
+        let calls = groups
+            .into_iter()
+            .map(|(id, ids)| (ids, self.withdraw(id)))
+            .collect();
+        recall::fan_out(calls, kept, self.pool)
     }
 
     fn send(&self, batch: Batch) -> LocalBoxFuture<'static, Vec<(i64, Attempt)>> {
@@ -227,5 +289,24 @@ impl Provider for Jpush {
                 })
                 .collect()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn withdraw_refusals_map_to_reasons() {
+        let a = Answer {
+            status: reqwest::StatusCode::BAD_REQUEST,
+            headers: reqwest::header::HeaderMap::new(),
+            body: json!({"error": {"code": 1003, "message": "msgid don't exist"}}),
+        };
+        assert_eq!(recall::reason(&classify(&a), None), "provider_error:1003");
+        assert_eq!(
+            recall::reason(&ProviderError::retryable("connect", "refused"), None),
+            "transport"
+        );
     }
 }

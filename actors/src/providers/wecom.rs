@@ -6,8 +6,13 @@
 //! inside a success: the recipients listed in `invaliduser` / `unlicenseduser` fail
 //! (permanently), the others are delivered. WeCom has no delivery receipts, so acceptance
 //! is the delivery.
+//!
+//! Recall is `POST /cgi-bin/message/recall` with the `msgid` of the send: one call takes
+//! the message back from every recipient of that call (from their WeCom clients; copies
+//! shown through the WeChat plugin stay). WeCom recalls only messages of the last 24 h.
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -16,10 +21,14 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::context::ProviderContext;
-use super::contract::{all, Attempt, Batch, BuildError, ErrorClass, Provider, ProviderError};
+use super::contract::{
+    all, Attempt, Batch, BuildError, ErrorClass, Provider, ProviderError, RecallOutcome,
+    RecallTarget,
+};
 use super::support::http::{
     call, check_errcode, content_text, default_timeout_ms, http_client, token_answer, Answer,
 };
+use super::support::recall;
 use super::support::token::{credential, with_token, Fetch, TokenCache};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -43,6 +52,9 @@ pub struct Wecom {
     base: Rc<str>,
     agentid: i64,
     tokens: Rc<TokenCache>,
+    channel: Rc<str>,
+    /// Recall calls in flight at once: the channel's pool size.
+    pool: usize,
 }
 
 /// Classifies a WeCom `errcode` (nonzero).
@@ -84,6 +96,8 @@ impl Wecom {
             base,
             agentid: s.agentid,
             tokens: TokenCache::new(&ctx.code, &credential, fetch),
+            channel: ctx.code.as_str().into(),
+            pool: ctx.pool_size.max(1),
         })
     }
 }
@@ -97,9 +111,55 @@ fn message(content: &Value) -> Option<(&'static str, Value)> {
     content_text(content).map(|t| ("text", json!({ "content": t })))
 }
 
+/// The errcode the simulator answers for a message past the 24 h recall limit. WeCom
+/// documents the limit but not its code (providers-2.md §5): until it is confirmed, this
+/// is the simulator's, and any other refusal is reported with its own code.
+const RECALL_TOO_OLD: &str = "301099";
+
+impl Wecom {
+    /// Recalls one message from all its recipients.
+    fn recall_message(&self, msgid: String) -> impl Future<Output = RecallOutcome> + 'static {
+        let client = self.client.clone();
+        let base = self.base.clone();
+        let tokens = self.tokens.clone();
+        let channel = self.channel.clone();
+        async move {
+            let body = json!({ "msgid": msgid });
+            let result = recall::retrying(|| {
+                with_token(&tokens, |token| {
+                    let req = client
+                        .post(format!("{base}/cgi-bin/message/recall"))
+                        .query(&[("access_token", token)])
+                        .json(&body);
+                    async move {
+                        let a = call(req).await?;
+                        check(&a)
+                    }
+                })
+            })
+            .await;
+            recall::outcome(result, &channel, &msgid, Some(RECALL_TOO_OLD))
+        }
+    }
+}
+
 impl Provider for Wecom {
     fn max_batch(&self) -> usize {
         1000
+    }
+
+    /// One call per `msgid`, at most the channel's pool size at once; each message's
+    /// outcome is that of every target it went to.
+    fn recall(
+        &self,
+        targets: Vec<RecallTarget>,
+    ) -> LocalBoxFuture<'static, Vec<(i64, RecallOutcome)>> {
+        let (groups, kept) = recall::group(targets, |p| p);
+        let calls = groups
+            .into_iter()
+            .map(|(id, ids)| (ids, self.recall_message(id)))
+            .collect();
+        recall::fan_out(calls, kept, self.pool)
     }
 
     fn send(&self, batch: Batch) -> LocalBoxFuture<'static, Vec<(i64, Attempt)>> {
@@ -172,5 +232,24 @@ impl Provider for Wecom {
                 }
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recall_refusals_map_to_reasons() {
+        let reason = |e: ProviderError| recall::reason(&e, Some(RECALL_TOO_OLD));
+        assert_eq!(reason(classify(301099, "too old")), "recall_window_passed");
+        assert_eq!(
+            reason(classify(40058, "invalid msgid")),
+            "provider_error:40058"
+        );
+        assert_eq!(
+            reason(ProviderError::retryable("connect", "refused")),
+            "transport"
+        );
     }
 }

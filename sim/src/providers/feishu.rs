@@ -1,6 +1,8 @@
-//! Feishu / Lark: `tenant_access_token/internal` and `POST /open-apis/im/v1/messages`
-//! with `uuid` idempotency. Business errors are HTTP 400 with a body `code`, gateway
-//! throttling HTTP 429. Read receipts are pushed as `im.message.message_read_v1` events.
+//! Feishu / Lark: `tenant_access_token/internal`, `POST /open-apis/im/v1/messages` with
+//! `uuid` idempotency, and `DELETE /open-apis/im/v1/messages/{message_id}` (recall, within
+//! the tenant's limit: 24 h by default). Business errors are HTTP 400 with a body `code`,
+//! gateway throttling HTTP 429. Read receipts are pushed as `im.message.message_read_v1`
+//! events.
 
 use std::time::{Duration, Instant};
 
@@ -10,12 +12,17 @@ use serde_json::{json, Value};
 
 use super::is_invalid;
 use crate::http::{self, Req, Resp};
+use crate::recalls::Check;
 use crate::receipts::Push;
 use crate::state::{now_ms, random_hex, Fault, Outcome, Sim, TokenCheck};
 use crate::Kind;
 
 const TOKEN: &str = "/open-apis/auth/v3/tenant_access_token/internal";
 const SEND: &str = "/open-apis/im/v1/messages";
+/// Recall past the window: "Message can only be recalled within one days".
+const RECALL_TOO_OLD: i64 = 230009;
+/// Recall of an id this bot never sent: "invalid request parameter".
+const RECALL_UNKNOWN: i64 = 230001;
 /// A token with less than this left is replaced by a new one on the next fetch.
 const RENEW_WITHIN: Duration = Duration::from_secs(30 * 60);
 const ID_TYPES: [&str; 5] = ["open_id", "union_id", "user_id", "email", "chat_id"];
@@ -59,6 +66,12 @@ pub(super) fn handle(sim: &Sim, req: &Req) -> Resp {
     match (&req.method, req.path()) {
         (&Method::POST, TOKEN) => token(sim, req),
         (&Method::POST, SEND) => send(sim, req),
+        (&Method::DELETE, path) => {
+            match path.strip_prefix(SEND).and_then(|p| p.strip_prefix('/')) {
+                Some(id) if !id.is_empty() && !id.contains('/') => recall(sim, req, id),
+                _ => http::not_found(),
+            }
+        }
         _ => http::not_found(),
     }
 }
@@ -96,23 +109,30 @@ fn token(sim: &Sim, req: &Req) -> Resp {
     }))
 }
 
-fn send(sim: &Sim, req: &Req) -> Resp {
+/// The answer to a request whose tenant token is not valid.
+fn bad_token(sim: &Sim, req: &Req) -> Option<Resp> {
     let bearer = req
         .header("authorization")
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     match sim.check_token(bearer) {
-        TokenCheck::Valid => {}
-        TokenCheck::Missing => return err(
+        TokenCheck::Valid => None,
+        TokenCheck::Missing => Some(err(
             StatusCode::BAD_REQUEST,
             99991661,
             "Missing access token for authorization. Please make a request with token attached.",
-        ),
-        _ => return err(
+        )),
+        _ => Some(err(
             StatusCode::BAD_REQUEST,
             99991663,
             "Invalid access token for authorization. Please make a request with token attached.",
-        ),
+        )),
+    }
+}
+
+fn send(sim: &Sim, req: &Req) -> Resp {
+    if let Some(r) = bad_token(sim, req) {
+        return r;
     }
     if let Some(r) = super::over_rate(Kind::Feishu, sim) {
         return r;
@@ -194,6 +214,7 @@ fn send(sim: &Sim, req: &Req) -> Resp {
         sim.idem_put(u.to_owned(), reply.clone());
     }
     let recipient = receive_id.to_owned();
+    sim.recalls.sent(&message_id);
     sim.accept([(recipient, message_id.clone())], &req.body);
     // Delivery is synchronous at Feishu; only reads come back, as events.
     if sim.draw_outcome() == Outcome::Clicked {
@@ -203,4 +224,28 @@ fn send(sim: &Sim, req: &Req) -> Resp {
         });
     }
     http::json_bytes(StatusCode::OK, reply)
+}
+
+/// Recalls a message the bot sent.
+fn recall(sim: &Sim, req: &Req, message_id: &str) -> Resp {
+    if let Some(r) = bad_token(sim, req) {
+        return r;
+    }
+    let refused = |c: Check| match c {
+        Check::TooOld => RECALL_TOO_OLD,
+        _ => RECALL_UNKNOWN,
+    };
+    match sim.recalls.recall(message_id, sim.recall_window, refused) {
+        Check::Withdrawn => http::ok(&json!({ "code": 0, "msg": "success", "data": {} })),
+        Check::Unknown => err(
+            StatusCode::BAD_REQUEST,
+            RECALL_UNKNOWN,
+            "Your request contains an invalid request parameter, ext=message_id not found",
+        ),
+        Check::TooOld => err(
+            StatusCode::BAD_REQUEST,
+            RECALL_TOO_OLD,
+            "Message can only be recalled within one days.",
+        ),
+    }
 }

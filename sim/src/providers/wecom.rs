@@ -1,6 +1,7 @@
-//! WeCom application messages: `GET /cgi-bin/gettoken`, `POST /cgi-bin/message/send`.
-//! Business errors are HTTP 200 with `errcode`; partly invalid recipients still succeed
-//! and are listed in `invaliduser`. WeCom has no delivery receipts.
+//! WeCom application messages: `GET /cgi-bin/gettoken`, `POST /cgi-bin/message/send`,
+//! `POST /cgi-bin/message/recall` (by `msgid`, within 24 h). Business errors are HTTP 200
+//! with `errcode`; partly invalid recipients still succeed and are listed in
+//! `invaliduser`. WeCom has no delivery receipts.
 
 use std::time::Instant;
 
@@ -9,10 +10,18 @@ use serde_json::{json, Map, Value};
 
 use super::is_invalid;
 use crate::http::{self, Req, Resp};
+use crate::recalls::Check;
 use crate::state::{random_hex, Fault, Sim, TokenCheck};
 use crate::Kind;
 
 const SEND: &str = "/cgi-bin/message/send";
+const RECALL: &str = "/cgi-bin/message/recall";
+/// The answer to a recall of an unknown `msgid` (WeCom's "invalid parameter").
+const RECALL_UNKNOWN: i64 = 40058;
+/// The answer to a recall of a message older than 24 h. WeCom documents the limit but not
+/// its code (providers-2.md §5): this one is the simulator's choice, and umsd's WeCom
+/// client reads it as `recall_window_passed`.
+const RECALL_TOO_OLD: i64 = 301099;
 const MAX_USERS: usize = 1000;
 
 pub(super) fn is_send(req: &Req) -> bool {
@@ -36,6 +45,7 @@ pub(super) fn handle(sim: &Sim, req: &Req) -> Resp {
     match (&req.method, req.path()) {
         (&Method::GET, "/cgi-bin/gettoken") => token(sim, req),
         (&Method::POST, SEND) => send(sim, req),
+        (&Method::POST, RECALL) => recall(sim, req),
         _ => http::not_found(),
     }
 }
@@ -70,12 +80,19 @@ fn token(sim: &Sim, req: &Req) -> Resp {
     }))
 }
 
-fn send(sim: &Sim, req: &Req) -> Resp {
+/// The answer to a request whose `access_token` is not valid.
+fn bad_token(sim: &Sim, req: &Req) -> Option<Resp> {
     match sim.check_token(req.query("access_token").as_deref()) {
-        TokenCheck::Valid => {}
-        TokenCheck::Missing => return err(41001, "access_token missing"),
-        TokenCheck::Expired => return err(42001, "access_token expired"),
-        TokenCheck::Unknown | TokenCheck::Superseded => return err(40014, "invalid access_token"),
+        TokenCheck::Valid => None,
+        TokenCheck::Missing => Some(err(41001, "access_token missing")),
+        TokenCheck::Expired => Some(err(42001, "access_token expired")),
+        TokenCheck::Unknown | TokenCheck::Superseded => Some(err(40014, "invalid access_token")),
+    }
+}
+
+fn send(sim: &Sim, req: &Req) -> Resp {
+    if let Some(r) = bad_token(sim, req) {
+        return r;
     }
     if let Some(r) = super::over_rate(Kind::Wecom, sim) {
         return r;
@@ -122,6 +139,7 @@ fn send(sim: &Sim, req: &Req) -> Resp {
     }
 
     let msgid = format!("sim{:x}", sim.next_id());
+    sim.recalls.sent(&msgid);
     sim.accept(valid.into_iter().map(|u| (u, msgid.clone())), &req.body);
     let mut out = Map::new();
     out.insert("errcode".into(), 0.into());
@@ -135,4 +153,33 @@ fn send(sim: &Sim, req: &Req) -> Resp {
     }
     out.insert("msgid".into(), msgid.into());
     http::ok(&Value::Object(out))
+}
+
+/// Recalls an app message from every recipient's WeCom client.
+fn recall(sim: &Sim, req: &Req) -> Resp {
+    if let Some(r) = bad_token(sim, req) {
+        return r;
+    }
+    let Some(body) = req.json() else {
+        return err(47001, "data format error");
+    };
+    let Some(msgid) = body
+        .get("msgid")
+        .and_then(Value::as_str)
+        .filter(|m| !m.is_empty())
+    else {
+        return err(RECALL_UNKNOWN, "invalid parameter: msgid is required");
+    };
+    let refused = |c: Check| match c {
+        Check::TooOld => RECALL_TOO_OLD,
+        _ => RECALL_UNKNOWN,
+    };
+    match sim.recalls.recall(msgid, sim.recall_window, refused) {
+        Check::Withdrawn => err(0, "ok"),
+        Check::Unknown => err(RECALL_UNKNOWN, "invalid msgid"),
+        Check::TooOld => err(
+            RECALL_TOO_OLD,
+            "message can only be recalled within 24 hours",
+        ),
+    }
 }

@@ -3,6 +3,7 @@
 
 pub mod http;
 pub mod poll;
+pub mod recall;
 pub mod tls;
 pub mod token;
 
