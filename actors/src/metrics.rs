@@ -60,7 +60,7 @@ pub const SCHEDULER_LATENESS_SECONDS: &str = "umsd_scheduler_lateness_seconds";
 pub const STRATEGY_TIMERS_PENDING: &str = "umsd_strategy_timers_pending";
 /// Counter: strategy deadlines that came due and were decided for every target of theirs.
 pub const STRATEGY_TIMERS_FIRED_TOTAL: &str = "umsd_strategy_timers_fired_total";
-/// Histogram: how late a strategy deadline was looked at after its time.
+/// Histogram: how late a strategy deadline was decided (committed) after its time.
 pub const STRATEGY_TIMER_LATENESS_SECONDS: &str = "umsd_strategy_timer_lateness_seconds";
 /// Counter: targets for which a later step went out, by `from` (the channel whose condition
 /// held) and `to` (the step's channel).
@@ -282,7 +282,7 @@ pub fn describe() {
     describe_histogram!(
         STRATEGY_TIMER_LATENESS_SECONDS,
         Unit::Seconds,
-        "How late strategy deadlines were looked at after their time"
+        "How late strategy deadlines were decided after their time"
     );
     describe_counter!(
         STRATEGY_FALLBACKS_TOTAL,

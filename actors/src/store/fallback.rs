@@ -20,6 +20,7 @@ use super::plan::{
 };
 use super::{Store, StoreError};
 use crate::domain::ids::id_time;
+use crate::domain::strategy::MAX_STEPS;
 use crate::domain::{DeliveryState, MessagePk, Priority};
 
 /// One pending deadline.
@@ -241,10 +242,19 @@ pub async fn deliveries_of(
     }
     let stmt = tx
         .prepare_cached(
-            "SELECT d.user_id, d.step, d.id, d.state, d.reason
-             FROM unnest($2::text[]) AS u(user_id)
-             JOIN deliveries d ON d.message_pk = $1 AND d.user_id = u.user_id
-                  AND d.step = ANY($3) AND d.created_at >= $4",
+            // Per user, a lookup in the strategy index. As a plain join, a partition
+            // without statistics yet (a new day) made it a scan of all the message's
+            // deliveries for every user; the LIMIT (a user has one delivery per step)
+            // keeps the lookup per user whatever the statistics say.
+            &format!(
+                "SELECT x.user_id, x.step, x.id, x.state, x.reason
+                 FROM unnest($2::text[]) AS u(user_id)
+                 CROSS JOIN LATERAL (
+                     SELECT d.user_id, d.step, d.id, d.state, d.reason FROM deliveries d
+                     WHERE d.message_pk = $1 AND d.user_id = u.user_id
+                       AND d.step = ANY($3) AND d.created_at >= $4
+                     LIMIT {MAX_STEPS}) x"
+            ),
         )
         .await?;
     let rows = tx

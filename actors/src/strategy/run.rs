@@ -74,7 +74,8 @@ pub enum LookError {
 struct Tally {
     fallbacks: HashMap<(String, String), u64>,
     settled: HashMap<String, u64>,
-    lateness: Vec<f64>,
+    /// Due times of the deadlines looked at.
+    due: Vec<DateTime<Utc>>,
     woken: Option<(String, Priority)>,
 }
 
@@ -95,11 +96,7 @@ pub async fn look(work: &Work, loaded: &Loaded, now: DateTime<Utc>) -> Result<Lo
     steps.dedup();
     for step in steps {
         let group: Vec<&TimerRow> = timers.iter().filter(|t| t.step == step).collect();
-        for t in &group {
-            tally
-                .lateness
-                .push((now - t.due_at).num_microseconds().unwrap_or(0) as f64 / 1e6);
-        }
+        tally.due.extend(group.iter().map(|t| t.due_at));
         let done = decide_step(work, &tx, loaded, step, &group, now, &mut tally).await?;
         looked.timers_done += done.timers_done;
         looked.fired += done.fired;
@@ -108,10 +105,13 @@ pub async fn look(work: &Work, loaded: &Loaded, now: DateTime<Utc>) -> Result<Lo
     }
     tx.commit().await.map_err(StoreError::from)?;
 
+    // Lateness is counted to the commit: when the step's deliveries exist.
+    let done = Utc::now();
     metrics::counter!(m::STRATEGY_TIMERS_FIRED_TOTAL).increment(looked.timers_done as u64);
     let lateness = metrics::histogram!(m::STRATEGY_TIMER_LATENESS_SECONDS);
-    for l in tally.lateness {
-        lateness.record(l.max(0.0));
+    for due in tally.due {
+        let late = (done - due).num_microseconds().unwrap_or(0) as f64 / 1e6;
+        lateness.record(late.max(0.0));
     }
     for ((from, to), n) in tally.fallbacks {
         metrics::counter!(m::STRATEGY_FALLBACKS_TOTAL, "from" => from, "to" => to).increment(n);
