@@ -6,8 +6,9 @@
 //! users through provider simulators, compared with the simulators alone), `backlog`
 //! (umsd's memory while a large backlog of deliveries drains) and `cmpp` (SMS over CMPP
 //! against the ISMG simulator, compared with the simulator alone; the rate limit's
-//! accuracy) and `urgent` (high-priority messages behind a backlog of a million
-//! deliveries). Without `--target` the
+//! accuracy), `urgent` (high-priority messages behind a backlog of a million
+//! deliveries) and `strategy` (a fallback strategy over a million-user broadcast: its
+//! deadlines' lateness per target, exact counts, umsd's memory). Without `--target` the
 //! harness starts its own umsd on a fresh data directory and stops it at the end; every
 //! run is bounded in time and requests, and only loopback targets are accepted. Results
 //! go to `--out` (default `loadtest/results/<run id>/`): `result.json` and `chart.svg`.
@@ -36,6 +37,7 @@ use scenarios::bench::BenchArgs;
 use scenarios::cmpp::CmppArgs;
 use scenarios::fanout::FanoutArgs;
 use scenarios::simple::{FindMaxArgs, RunArgs};
+use scenarios::strategy::StrategyArgs;
 use scenarios::urgent::UrgentArgs;
 
 #[derive(Debug, Parser)]
@@ -83,6 +85,14 @@ enum Cmd {
     /// stream runs on the same channel; PASS when every one was submitted with p99 within
     /// --max-p99-ms.
     Urgent(UrgentArgs),
+    /// A fallback strategy at scale: one broadcast to U users (default 1 000 000), step 1
+    /// on a webhook channel that a share of them (--delivered-share, 0.2) are bound to,
+    /// step 2 on the inbox for every target not delivered within --within-s (180).
+    /// Exact counts (fired = held, fired + settled = U, no duplicates), each target's
+    /// step-2 lateness from the database, umsd's RSS while the deadlines are pending and
+    /// while they fire; PASS when the counts hold, RSS peak <= --max-rss-mb and lateness
+    /// p99 <= --max-p99-ms.
+    Strategy(StrategyArgs),
 }
 
 /// Which endpoint the load goes to.
@@ -226,6 +236,7 @@ impl Cmd {
             Cmd::Backlog(a) => &a.target,
             Cmd::Cmpp(a) => &a.target,
             Cmd::Urgent(a) => &a.target,
+            Cmd::Strategy(a) => &a.target,
         }
     }
 
@@ -238,6 +249,7 @@ impl Cmd {
             Cmd::Backlog(_) => "backlog",
             Cmd::Cmpp(_) => "cmpp",
             Cmd::Urgent(_) => "urgent",
+            Cmd::Strategy(_) => "strategy",
         }
     }
 
@@ -250,6 +262,7 @@ impl Cmd {
             Cmd::Backlog(a) => serde_json::to_value(a)?,
             Cmd::Cmpp(a) => serde_json::to_value(a)?,
             Cmd::Urgent(a) => serde_json::to_value(a)?,
+            Cmd::Strategy(a) => serde_json::to_value(a)?,
         })
     }
 }
@@ -364,6 +377,11 @@ mod tests {
             panic!("not urgent")
         };
         assert_eq!((a.seconds, a.high_every_ms), (5.0, 250));
+        let cli = Cli::try_parse_from(["umsd-loadtest", "strategy", "--users", "20000"]).unwrap();
+        let Cmd::Strategy(a) = cli.cmd else {
+            panic!("not strategy")
+        };
+        assert_eq!((a.users, a.within_s), (20_000, 180));
         let cli =
             Cli::try_parse_from(["umsd-loadtest", "bench", "--e2e-channels", "inbox"]).unwrap();
         let Cmd::Bench(a) = cli.cmd else {

@@ -1,7 +1,8 @@
 //! Results: the `result.json` with every figure, the parameters and each phase's
 //! per-second series; `chart.svg` with throughput and latency over the whole run (two
-//! stacked panels) or, for the delivery scenarios (`fanout`, `backlog`, `cmpp`), their own
-//! sampled series ([`chart`]); and the short human summary printed at the end ([`text`]).
+//! stacked panels) or, for the delivery scenarios (`fanout`, `backlog`, `cmpp`,
+//! `strategy`), their own sampled series ([`chart`]); and the short human summary printed
+//! at the end ([`text`]).
 //!
 //! This module holds the record of a run ([`Report`]) and the figures every scenario
 //! driven by the open-loop generator shares; each delivery scenario keeps its own figures
@@ -24,6 +25,7 @@ use crate::scenarios::bench::{E2eReport, QuietWait, RoundSummary};
 use crate::scenarios::cmpp::CmppReport;
 use crate::scenarios::fanout::FanoutReport;
 use crate::scenarios::pipeline::Pipeline;
+use crate::scenarios::strategy::StrategyReport;
 use crate::scenarios::urgent::UrgentReport;
 use crate::search::{Criteria, SearchParams};
 
@@ -143,6 +145,9 @@ pub struct Report {
     /// The `urgent` scenario's figures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub urgent: Option<UrgentReport>,
+    /// The `strategy` scenario's figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<StrategyReport>,
     /// Things that went wrong but did not stop the run (a failed count check among them).
     pub problems: Vec<String>,
     /// The error that stopped the run, if one did.

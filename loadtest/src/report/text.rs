@@ -171,6 +171,9 @@ pub fn summary(report: &Report, out_dir: &Path) -> String {
     if let Some(u) = &report.urgent {
         s.push_str(&u.summary());
     }
+    if let Some(st) = &report.strategy {
+        s.push_str(&st.summary());
+    }
     for p in &report.problems {
         let _ = writeln!(s, "PROBLEM: {p}");
     }

@@ -3,7 +3,7 @@
 //! driver), and the common ending (stop the daemon, write `result.json` and `chart.svg`,
 //! print the summary).
 //!
-//! The delivery scenarios (`fanout`, `backlog`, `cmpp`, `urgent`) first start their
+//! The delivery scenarios (`fanout`, `backlog`, `cmpp`, `urgent`, `strategy`) first start their
 //! provider simulators (and `fanout` and `cmpp` measure them alone), then start umsd with
 //! a config pointing at them; so does `bench` for its webhook end-to-end search. Each of them is a folder: its arguments (`args`), what it sets up
 //! before umsd starts (`setup`), how it drives and measures umsd (`run`), and its figures,
@@ -18,6 +18,7 @@ pub mod fanout;
 pub mod pipeline;
 pub mod simple;
 mod stats;
+pub mod strategy;
 pub mod urgent;
 
 use std::path::PathBuf;
@@ -48,6 +49,7 @@ enum Setup {
     Backlog(backlog::Setup),
     Cmpp(cmpp::Setup),
     Urgent(urgent::Setup),
+    Strategy(strategy::Setup),
 }
 
 impl Setup {
@@ -60,6 +62,7 @@ impl Setup {
             Setup::Backlog(s) => Some(s.config.clone()),
             Setup::Cmpp(s) => Some(s.config.clone()),
             Setup::Urgent(s) => Some(s.config.clone()),
+            Setup::Strategy(s) => Some(s.config.clone()),
         }
     }
 }
@@ -135,6 +138,11 @@ pub async fn main(cmd: Cmd) -> Result<ExitCode> {
             connections: a.connections,
             timeout_ms: 5000,
             max_requests: 2_000_000,
+        },
+        Cmd::Strategy(a) => LoadArgs {
+            connections: a.user_concurrency,
+            timeout_ms: 5000,
+            max_requests: 0,
         },
     };
 
@@ -271,14 +279,25 @@ pub async fn main(cmd: Cmd) -> Result<ExitCode> {
     report::write_json(&report, &out_dir.join("result.json"))?;
     let chart = out_dir.join("chart.svg");
     let title = format!("umsd load test {} ({})", report.run_id, report.scenario);
-    let charted = match (&report.fanout, &report.backlog, &report.cmpp) {
-        (Some(f), _, _) => report::write_panels(&chart, &title, &f.panels()),
-        (None, Some(b), _) => report::write_panels(&chart, &title, &b.panels()),
-        (None, None, Some(c)) => report::write_panels(&chart, &title, &c.panels()),
-        (None, None, None) if matches!(cmd, Cmd::Fanout(_) | Cmd::Backlog(_) | Cmd::Cmpp(_)) => {
+    let charted = match (
+        &report.fanout,
+        &report.backlog,
+        &report.cmpp,
+        &report.strategy,
+    ) {
+        (Some(f), _, _, _) => report::write_panels(&chart, &title, &f.panels()),
+        (None, Some(b), _, _) => report::write_panels(&chart, &title, &b.panels()),
+        (None, None, Some(c), _) => report::write_panels(&chart, &title, &c.panels()),
+        (None, None, None, Some(s)) => report::write_panels(&chart, &title, &s.panels()),
+        (None, None, None, None)
+            if matches!(
+                cmd,
+                Cmd::Fanout(_) | Cmd::Backlog(_) | Cmd::Cmpp(_) | Cmd::Strategy(_)
+            ) =>
+        {
             Ok(())
         }
-        (None, None, None) => report::write_chart(&report, &chart),
+        (None, None, None, None) => report::write_chart(&report, &chart),
     };
     if let Err(e) = charted {
         eprintln!("chart not written: {e:#}");
@@ -297,7 +316,11 @@ pub async fn main(cmd: Cmd) -> Result<ExitCode> {
         || report
             .urgent
             .as_ref()
-            .is_some_and(|u| u.pass == Some(false));
+            .is_some_and(|u| u.pass == Some(false))
+        || report
+            .strategy
+            .as_ref()
+            .is_some_and(|s| s.pass == Some(false));
     if report.count_checks.iter().any(|c| !c.ok) || rule_failed {
         return Ok(ExitCode::from(EXIT_CHECK_FAILED));
     }
@@ -311,6 +334,7 @@ async fn prepare(cmd: &Cmd) -> Result<Setup> {
         Cmd::Backlog(a) => Setup::Backlog(backlog::prepare(a)?),
         Cmd::Cmpp(a) => Setup::Cmpp(cmpp::prepare(a).await?),
         Cmd::Urgent(a) => Setup::Urgent(urgent::prepare(a)?),
+        Cmd::Strategy(a) => Setup::Strategy(strategy::prepare(a)?),
         Cmd::Bench(a) => Setup::Bench(bench::prepare(a)?),
         Cmd::Run(_) | Cmd::FindMax(_) => Setup::None,
     })
@@ -325,8 +349,15 @@ async fn run_scenario(ctx: &mut Ctx, cmd: &Cmd, setup: Setup) -> Result<()> {
         (Cmd::Backlog(a), Setup::Backlog(s)) => backlog::run(ctx, a, s).await,
         (Cmd::Cmpp(a), Setup::Cmpp(s)) => cmpp::run(ctx, a, s).await,
         (Cmd::Urgent(a), Setup::Urgent(s)) => urgent::run(ctx, a, s).await,
-        (Cmd::Bench(_) | Cmd::Fanout(_) | Cmd::Backlog(_) | Cmd::Cmpp(_) | Cmd::Urgent(_), _) => {
-            Err(anyhow!("scenario set up wrongly"))
-        }
+        (Cmd::Strategy(a), Setup::Strategy(s)) => strategy::run(ctx, a, s).await,
+        (
+            Cmd::Bench(_)
+            | Cmd::Fanout(_)
+            | Cmd::Backlog(_)
+            | Cmd::Cmpp(_)
+            | Cmd::Urgent(_)
+            | Cmd::Strategy(_),
+            _,
+        ) => Err(anyhow!("scenario set up wrongly")),
     }
 }
