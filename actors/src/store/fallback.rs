@@ -294,17 +294,21 @@ pub async fn mark_fell_back(
     ids.sort_unstable();
     ids.dedup();
     let days: Vec<DateTime<Utc>> = ids.iter().map(|id| id_time(*id)).collect();
+    // The message comes with each key, not as a parameter of its own: planned for a known
+    // message while the day's partition has no statistics yet, the update read all the
+    // message's deliveries for every key.
+    let messages = vec![message_pk; ids.len()];
     let stmt = tx
         .prepare_cached(
             "UPDATE deliveries d SET fell_back_at = coalesce(d.fell_back_at, $4)
-             FROM unnest($2::int8[], $3::timestamptz[]) AS u(id, day)
-             WHERE d.message_pk = $1 AND d.id = u.id AND d.created_at = u.day
+             FROM unnest($1::int8[], $2::int8[], $3::timestamptz[]) AS u(msg, id, day)
+             WHERE d.message_pk = u.msg AND d.id = u.id AND d.created_at = u.day
                AND NOT (d.state = ANY($5))
              RETURNING d.id",
         )
         .await?;
     Ok(tx
-        .query(&stmt, &[&message_pk, &ids, &days, &now, &settled])
+        .query(&stmt, &[&messages, &ids, &days, &now, &settled])
         .await?
         .iter()
         .map(|r| r.get(0))
