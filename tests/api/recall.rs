@@ -37,6 +37,31 @@ async fn a_delivered_message_is_withdrawn_from_the_inbox_and_listed_as_recalled(
     assert_eq!(line["users"]["delivered"], 3, "{list}");
     assert_eq!(line["delivery_rate"], 1.0, "{list}");
     assert_eq!(line["click_rate"], 0.0, "{list}");
+    // Filtered by creation time: the message is inside its own second, not after it.
+    let created = line["created_at"].as_str().unwrap().to_owned();
+    let at = chrono::DateTime::parse_from_rfc3339(&created).unwrap();
+    let q = |t: chrono::DateTime<chrono::FixedOffset>| {
+        t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            .replace('+', "%2B")
+    };
+    let (_, list) = app
+        .get(&format!(
+            "/v1/messages?from={}&to={}",
+            q(at - chrono::Duration::seconds(1)),
+            q(at + chrono::Duration::seconds(1))
+        ))
+        .await;
+    assert_eq!(list["messages"][0]["id"], id.as_str(), "{list}");
+    let (_, list) = app
+        .get(&format!(
+            "/v1/messages?from={}",
+            q(at + chrono::Duration::seconds(1))
+        ))
+        .await;
+    assert_eq!(list["messages"], json!([]), "{list}");
+    let (status, body) = app.get("/v1/messages?from=yesterday").await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(error_of(&body).1.as_deref(), Some("from"));
 
     let (status, m) = app.delete("/v1/messages/recall-me").await;
     assert_eq!(status, StatusCode::OK, "{m}");
