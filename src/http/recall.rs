@@ -7,9 +7,11 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use actix::Addr;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde_json::{json, Value};
+use umsd_actors::channel::sender::ChannelSender;
 use umsd_actors::channel::withdraw::{Forget, Withdraw};
 use umsd_actors::domain::MessageStatus;
 use umsd_actors::providers::contract::{RecallOutcome, RecallTarget};
@@ -82,14 +84,20 @@ async fn delete(
     };
     let mut withdrawn = Vec::new();
     for (channel, (cancelled, sent)) in found {
-        if let Ok(Some(sender)) = state.supervisor.send(GetSender(channel.clone())).await {
+        let sender = state
+            .supervisor
+            .send(GetSender(channel.clone()))
+            .await
+            .ok()
+            .flatten();
+        if let Some(sender) = &sender {
             let _ = sender.send(Forget(id)).await;
         }
         let mut line = RecallLine {
             cancelled,
             ..RecallLine::default()
         };
-        for (id, outcome) in withdraw(&state, app_id, &channel, sent).await {
+        for (id, outcome) in withdraw(sender, app_id, sent).await {
             match outcome {
                 RecallOutcome::Withdrawn => {
                     line.recalled += 1;
@@ -107,11 +115,11 @@ async fn delete(
     answer(&state, app_id, &ident).await
 }
 
-/// Asks the channel's sender to withdraw `sent`; answers each delivery's outcome.
+/// Asks the channel's sender (none: the channel is not running) to withdraw `sent`;
+/// answers each delivery's outcome.
 async fn withdraw(
-    state: &AppState,
+    sender: Option<Addr<ChannelSender>>,
     app_id: i32,
-    channel: &str,
     sent: Vec<SentDelivery>,
 ) -> Vec<(i64, RecallOutcome)> {
     if sent.is_empty() {
@@ -123,7 +131,7 @@ async fn withdraw(
             .map(|id| (*id, RecallOutcome::Kept(why.to_owned())))
             .collect()
     };
-    let Ok(Some(sender)) = state.supervisor.send(GetSender(channel.to_owned())).await else {
+    let Some(sender) = sender else {
         return kept("channel_not_running");
     };
     let targets = sent

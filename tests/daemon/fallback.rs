@@ -106,19 +106,7 @@ async fn a_later_step_due_while_umsd_was_down_goes_out_once_per_target_at_start_
     d.kill9();
 
     // umsd is down when the deadline comes.
-    eventually(
-        Duration::from_secs(20),
-        || "the deadline to pass".to_owned(),
-        || async move {
-            let late = Utc::now() - due;
-            if late > chrono::Duration::milliseconds(500) {
-                Ok(())
-            } else {
-                Err(late)
-            }
-        },
-    )
-    .await;
+    super::until_past(due, Duration::from_secs(20)).await;
     let mut restarted = Daemon::start(&dir, port);
     restarted.wait_ready(Duration::from_secs(60)).await;
     let d = &restarted;

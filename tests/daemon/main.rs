@@ -54,6 +54,24 @@ pub struct Daemon {
     pub dir: PathBuf,
 }
 
+/// Waits (for at most `limit`) until `t` is more than half a second past: a time that
+/// must pass while umsd is down.
+pub async fn until_past(t: chrono::DateTime<chrono::Utc>, limit: Duration) {
+    eventually(
+        limit,
+        || format!("{t} to pass"),
+        || async move {
+            let late = chrono::Utc::now() - t;
+            if late > chrono::Duration::milliseconds(500) {
+                Ok(())
+            } else {
+                Err(late)
+            }
+        },
+    )
+    .await;
+}
+
 pub fn test_dir(name: &str) -> PathBuf {
     let dir =
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));

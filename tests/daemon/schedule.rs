@@ -58,19 +58,7 @@ async fn a_message_due_while_umsd_was_down_fires_once_at_start_up() {
     d.kill9();
 
     // umsd is down when the time comes.
-    eventually(
-        Duration::from_secs(10),
-        || "the due time to pass".to_owned(),
-        || async move {
-            let late = Utc::now() - due;
-            if late > chrono::Duration::milliseconds(500) {
-                Ok(())
-            } else {
-                Err(late)
-            }
-        },
-    )
-    .await;
+    super::until_past(due, Duration::from_secs(10)).await;
     let mut restarted = Daemon::start(&dir, port);
     restarted.wait_ready(Duration::from_secs(60)).await;
     let d = &restarted;

@@ -117,11 +117,11 @@ impl Store {
             )
             .await?;
         let mut pending: HashMap<MessagePk, i64> = HashMap::new();
-        let mut by_id: HashMap<MessagePk, usize> =
+        let by_id: HashMap<MessagePk, usize> =
             out.iter().enumerate().map(|(i, m)| (m.id, i)).collect();
         for c in counts {
             let id: MessagePk = c.get(0);
-            if let Some(m) = by_id.get_mut(&id).and_then(|i| out.get_mut(*i)) {
+            if let Some(m) = by_id.get(&id).and_then(|i| out.get_mut(*i)) {
                 m.effective = c.get(1);
                 m.sent = c.get(2);
                 m.delivered = c.get(3);
